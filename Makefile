@@ -1,0 +1,71 @@
+# magiclens - build with `make`; `make test` runs the whole suite.
+# Sources are found by wildcard: a new .c file under src/ joins the library,
+# a tests/unit/test_*.c file becomes a unit-test binary.
+
+BUILD   ?= build
+CC      ?= cc
+OPT     ?= -O2
+SAN     ?=
+CFLAGS  ?= $(OPT) -g
+WARN     = -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
+CPPFLAGS = -Iinclude -Isrc -D_GNU_SOURCE
+ALLFLAGS = -std=c11 $(WARN) $(CFLAGS) $(SAN) -pthread -fPIC
+PKGS     = libpng libwebp libutf8proc zlib jansson
+LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lpng16 -lwebp -lutf8proc -lz -ljansson) -ljpeg -lgif -lm
+PKGCFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+
+LIB_SRC  = $(sort $(shell find src -name '*.c'))
+LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_SRC = $(sort $(wildcard tests/unit/test_*.c))
+TEST_BIN = $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all lib test test-asan run clean deps fuzz bench
+all: $(BUILD)/magiclens $(TEST_BIN)
+
+lib: $(BUILD)/libmagiclens.a
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLFLAGS) $(CPPFLAGS) $(PKGCFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libmagiclens.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/magiclens: $(BUILD)/obj/tools/magiclens.o $(BUILD)/libmagiclens.a
+	$(CC) $(ALLFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libmagiclens.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLFLAGS) -o $@ $^ $(LDLIBS)
+
+deps:
+	bash scripts/install-deps.sh
+
+# The README's test command.  Installs missing packages, builds, runs everything.
+test: deps
+	$(MAKE) all
+	BUILD=$(BUILD) bash tests/run.sh
+
+# Same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+test-asan: deps
+	$(MAKE) all BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
+	BUILD=build-asan ML_SKIP_SLOW=1 ASAN_OPTIONS=detect_leaks=1 bash tests/run.sh
+
+# libFuzzer targets for the parsers (clang).
+FUZZ_SRC = $(sort $(wildcard fuzz/fuzz_*.c))
+FUZZ_BIN = $(FUZZ_SRC:fuzz/%.c=build-fuzz/%)
+fuzz: $(FUZZ_BIN)
+build-fuzz/%: fuzz/%.c $(LIB_SRC)
+	@mkdir -p build-fuzz
+	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) $(PKGCFLAGS) -o $@ $< $(LIB_SRC) $(LDLIBS) -pthread
+
+# The main job: install, build, fetch the model if absent, run it.
+run: deps
+	$(MAKE) all
+	bash scripts/run-main.sh
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,89 @@
+/* magiclens.h - public API of libmagiclens.
+ *
+ * MagicLens (Zhang et al., ICML 2024) image retrieval with open-ended
+ * instructions: load an official checkpoint (.pkl) or a native model file
+ * (.mlens), and compute query / gallery embeddings.
+ *
+ * Conventions: functions that can fail take an `ml_error *` (may be NULL) and
+ * return 0 on success, -1 on failure with a message naming the item and the
+ * reason.  Objects returned by *_load / *_open are owned by the caller and
+ * released with the matching *_free.
+ */
+#ifndef MAGICLENS_H
+#define MAGICLENS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ML_VERSION "0.1.0"
+
+typedef struct ml_error {
+    char msg[512];
+} ml_error;
+
+/* ---- Model ----------------------------------------------------------- */
+
+typedef struct ml_model ml_model;
+
+/* Sizes derived from the checkpoint's tensor shapes. */
+typedef struct ml_config {
+    int embed_dim;        /* D: CLIP embedding width = fusion width       */
+    int image_size;       /* input side in pixels (224)                   */
+    int patch_size;       /* vision patch (16 base, 14 large)             */
+    int vision_width, vision_layers, vision_heads;
+    int text_width, text_layers, text_heads;
+    int vocab_size, context_length;
+    int fusion_layers, fusion_heads, fusion_ff;
+    int pool_heads, pool_head_dim;
+} ml_config;
+
+/* Loads a model from `path` (.pkl as released, or .mlens).  `vocab_path` is
+ * the CLIP BPE vocabulary (bpe_simple_vocab_16e6.txt.gz); NULL means
+ * $MAGICLENS_VOCAB, else the vocabulary stored in a .mlens file. */
+ml_model *ml_model_load(const char *path, const char *vocab_path, ml_error *err);
+void ml_model_free(ml_model *m);
+const ml_config *ml_model_config(const ml_model *m);
+
+/* An RGB image, 8 bits per channel, row-major, owned by whoever filled it. */
+typedef struct ml_image {
+    int width, height;
+    uint8_t *rgb; /* width*height*3 bytes */
+} ml_image;
+
+/* Decodes JPEG, PNG, WebP or GIF (first frame) and converts to RGB the way
+ * PIL's Image.convert("RGB") does.  Images over `max_pixels` (0 = default,
+ * ML_DEFAULT_MAX_PIXELS) are refused before their pixels are decoded. */
+#define ML_DEFAULT_MAX_PIXELS 178956970LL /* PIL's decompression-bomb error limit */
+int ml_image_load(const char *path, long long max_pixels, ml_image *out, ml_error *err);
+int ml_image_decode(const uint8_t *data, size_t len, long long max_pixels, ml_image *out,
+                    ml_error *err);
+void ml_image_free(ml_image *img);
+
+/* Tokenizes `text` into the model's context (77 ids).  `truncate`: cut an
+ * over-long text (SOT + first 75 tokens + EOT) instead of failing. */
+int ml_model_tokenize(const ml_model *m, const char *text, int truncate, int32_t *ids,
+                      ml_error *err);
+
+/* The MagicLens embedding (L2-normalised, embed_dim floats) of an image and
+ * an instruction; text NULL or "" gives the gallery embedding. */
+int ml_embed(ml_model *m, const ml_image *img, const char *text, int truncate, float *out,
+             ml_error *err);
+
+/* Batched form: n images, n texts (entries may be NULL), out is n*embed_dim.
+ * Per-item failures (e.g. text too long) are reported through item_ok[i]=0
+ * and, for the first one, err; the other items are still computed.
+ * Returns 0 when every item succeeded. */
+int ml_embed_batch(ml_model *m, int n, const ml_image *const *imgs, const char *const *texts,
+                   int truncate, float *out, int *item_ok, ml_error *err);
+
+/* Number of worker threads used by the compute kernels (0 = all cores). */
+void ml_set_threads(int n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
