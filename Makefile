@@ -28,6 +28,9 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) $(CPPFLAGS) $(PKGCFLAGS) -MMD -MP -c $< -o $@
 
+# The compute kernels are worth the extra optimisation (vectorisation).
+$(BUILD)/obj/src/kernels/%.o: OPT = -O3
+
 $(BUILD)/libmagiclens.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -25,6 +26,10 @@ void *ml_calloc(size_t count, size_t size, ml_error *err) {
 
 void *ml_aligned_alloc(size_t n, ml_error *err) {
     void *p = NULL;
+    if (n > SIZE_MAX - ML_ALIGN) { /* the rounding below would wrap to a tiny size */
+        ml_fail(err, "out of memory allocating %zu aligned bytes", n);
+        return NULL;
+    }
     size_t rounded = (n + ML_ALIGN - 1) / ML_ALIGN * ML_ALIGN;
     if (posix_memalign(&p, ML_ALIGN, rounded ? rounded : ML_ALIGN) != 0) {
         ml_fail(err, "out of memory allocating %zu aligned bytes", n);

@@ -41,15 +41,24 @@ int64_t ml_tensor_numel(const ml_tensor *t);
 /* Appends a tensor (the name is copied). Returns 0 or -1. */
 int ml_tensor_set_add(ml_tensor_set *s, const char *name, ml_dtype dtype, int ndim,
                       const int64_t *shape, const void *data, size_t nbytes, ml_error *err);
-/* Takes ownership of a malloc'ed buffer, freed by ml_tensor_set_free. */
+/* Takes ownership of a malloc'ed buffer, freed by ml_tensor_set_free.
+ * On failure (-1) the caller still owns `buf` and must free it. */
 int ml_tensor_set_own(ml_tensor_set *s, void *buf, ml_error *err);
 const ml_tensor *ml_tensor_set_find(const ml_tensor_set *s, const char *name);
 void ml_tensor_set_free(ml_tensor_set *s);
 
+/* Fails naming the first name that occurs twice (O(n log n)). */
+int ml_tensor_set_check_unique(const ml_tensor_set *s, ml_error *err);
+
 /* Reads any element as float (f32/f16/bf16/u8). */
 float ml_tensor_get_f32(const ml_tensor *t, int64_t i);
+/* Exact conversions of one IEEE half / bfloat16 value (subnormals, inf, nan kept). */
+float ml_f16_to_f32(uint16_t h);
+float ml_bf16_to_f32(uint16_t b);
 
-/* Loads a released checkpoint (.pkl: pickle wrapping Flax msgpack bytes). */
+/* Loads a released checkpoint (.pkl: pickle wrapping Flax msgpack bytes).
+ * *out is overwritten; on failure it is left empty. The set keeps the file
+ * mapping: float32/float16/bfloat16 tensors point into it (zero copy). */
 int ml_checkpoint_load_pkl(const char *path, ml_tensor_set *out, ml_error *err);
 
 #endif

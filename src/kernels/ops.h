@@ -1,0 +1,29 @@
+/* ops.h - the element-wise and row-wise operations of the transformer. */
+#ifndef ML_KERNELS_OPS_H
+#define ML_KERNELS_OPS_H
+
+/* LayerNorm over rows of width n: (x-mean)/sqrt(var+eps) * s + b, where
+ * s = scale (CLIP) or 1 + scale (MagicLens' fusion layers: plus_one = 1).
+ * In-place allowed (out == x). */
+void ml_layernorm(int rows, int n, const float *x, const float *scale, const float *bias,
+                  float eps, int plus_one, float *out);
+
+void ml_quick_gelu(float *x, long n); /* x * sigmoid(1.702 x) */
+void ml_relu(float *x, long n);
+void ml_add(float *y, const float *x, long n); /* y += x */
+
+#define ML_MAX_SEQ 4096 /* longest sequence the attention kernel accepts */
+
+/* Multi-head attention for one sequence.  q, k, v are [T, heads*hd] rows
+ * with stride ld; out is [T, heads*hd].  scale multiplies q.k; cap > 0
+ * applies cap * tanh(logit / cap).  key_ok (may be NULL) marks usable keys;
+ * causal restricts key s <= query t.  A query with no usable key gets a zero
+ * output (its row is never read by the caller). */
+void ml_attention(int T, int S, int heads, int hd, const float *q, int ldq, const float *k,
+                  int ldk, const float *v, int ldv, float scale, const float *qscale, float cap,
+                  const unsigned char *key_ok, int causal, float *out, int ldo);
+
+/* x /= sqrt(sum(x^2) + 1e-12), computed in double. */
+void ml_l2_normalize(float *x, int n);
+
+#endif
