@@ -277,6 +277,8 @@ static void png_setup_transforms(png_structp png, png_infop info, png_layout *l)
 static int png_run(png_structp png, png_infop info, png_job *job, ml_error *err) {
     if (setjmp(png_jmpbuf(png))) return -1;
     png_set_user_limits(png, 0x7fffffff, 0x7fffffff); /* our own check is clearer */
+    /* PIL never checks IDAT CRCs: a bad one must not refuse the image. */
+    png_set_crc_action(png, PNG_CRC_QUIET_USE, PNG_CRC_QUIET_USE);
     png_set_read_fn(png, job, png_on_read);
     png_read_info(png, info);
     png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);

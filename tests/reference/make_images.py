@@ -166,6 +166,15 @@ def good_images(d):
     save("jpeg_cmyk.jpg", Image.fromarray(cmyk, "CMYK"), quality=90)
     save("jpeg_wide.jpg", Image.fromarray(pattern(2000, 60, 8)), quality=90)
     save("jpeg_big.jpg", Image.fromarray(pattern(1600, 1200, 9)), quality=88)
+    # PIL accepts a JPEG whose EOI marker is missing (all scanlines present)
+    # and one followed by junk.
+    buf = io.BytesIO()
+    Image.fromarray(pattern(120, 90, 36)).save(buf, "JPEG", quality=90)
+    for name, data in (("jpeg_no_eoi.jpg", buf.getvalue()[:-2]),
+                       ("jpeg_trailing_junk.jpg", buf.getvalue() + b"junk" * 50)):
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+        names.append(name)
 
     save("png_rgb.png", Image.fromarray(pattern(230, 170, 10)))
     save("png_gray.png", Image.fromarray(gray(190, 230, 11), "L"))
@@ -203,6 +212,14 @@ def good_images(d):
     idx = (g >> 4).astype(np.uint8)  # 16 colours needed, 10 in the palette
     plte = np.random.default_rng(23).integers(0, 256, (10, 3))
     raw_png("png_palette4_short.png", idx, 4, 3, palette=plte, trns=bytes([0, 128, 255]))
+    buf = io.BytesIO()
+    Image.fromarray(pattern(70, 50, 37)).save(buf, "PNG")
+    png = bytearray(buf.getvalue())
+    i = png.index(b"IEND") - 8  # last byte of the IDAT CRC
+    png[i] ^= 0x55
+    with open(os.path.join(d, "png_bad_idat_crc.png"), "wb") as f:
+        f.write(png)
+    names.append("png_bad_idat_crc.png")
     raw_png("png_palette1.png", g >> 7, 1, 3, palette=[[200, 10, 30], [5, 250, 90]])
 
     wp = Image.fromarray(pattern(210, 150, 24))
