@@ -338,7 +338,8 @@ static int decode_webp(const uint8_t *data, size_t len, long long max_pixels, ml
                        ml_error *err) {
     WebPBitstreamFeatures f;
     VP8StatusCode st = WebPGetFeatures(data, len, &f);
-    if (st == VP8_STATUS_NOT_ENOUGH_DATA) return ml_fail(err, "invalid WebP: image file is truncated");
+    if (st == VP8_STATUS_NOT_ENOUGH_DATA)
+        return ml_fail(err, "invalid WebP: image file is truncated");
     if (st != VP8_STATUS_OK) return ml_fail(err, "invalid WebP: bad header (status %d)", (int)st);
     if (f.has_animation) return ml_fail(err, "animated WebP is not supported");
     if (ml_image_check_size(f.width, f.height, max_pixels, err) != 0) return -1;
@@ -474,7 +475,8 @@ int ml_image_decode(const uint8_t *data, size_t len, long long max_pixels, ml_im
     if (!out) return ml_fail(err, "no output image");
     memset(out, 0, sizeof *out);
     if (!data || len == 0) return ml_fail(err, "empty file");
-    if (has_prefix(data, len, "\xff\xd8\xff", 3)) return decode_jpeg(data, len, max_pixels, out, err);
+    if (has_prefix(data, len, "\xff\xd8\xff", 3))
+        return decode_jpeg(data, len, max_pixels, out, err);
     if (has_prefix(data, len, "\x89PNG\r\n\x1a\n", 8))
         return decode_png(data, len, max_pixels, out, err);
     if (has_prefix(data, len, "GIF87a", 6) || has_prefix(data, len, "GIF89a", 6))
