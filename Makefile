@@ -31,6 +31,24 @@ $(BUILD)/obj/%.o: %.c
 # The compute kernels are worth the extra optimisation (vectorisation).
 $(BUILD)/obj/src/kernels/%.o: OPT = -O3
 
+# Low-precision kernels: only these files get the ISA flags (they run after
+# run-time detection); the rest of the binary stays baseline x86-64.
+ifneq ($(filter x86_64%,$(shell $(CC) -dumpmachine)),)
+QG_AVX512 = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx512vnni -mfma
+$(BUILD)/obj/src/kernels/qgemm_avx512.o: ALLFLAGS += $(QG_AVX512)
+$(BUILD)/obj/src/kernels/qgemm_amx.o: ALLFLAGS += $(QG_AVX512) -mamx-tile -mamx-bf16 -mamx-int8
+endif
+
+# SIMD kernels: only these files get -m flags (cpu.c picks them at run time),
+# so the rest of the binary runs on any x86-64.  Other machines build them
+# as empty files and use the scalar path.
+ifneq ($(filter x86_64%,$(shell $(CC) -dumpmachine)),)
+ML_AVX2_OBJ = $(addprefix $(BUILD)/obj/src/kernels/,gemm_avx2.o ops_avx2.o)
+ML_AVX512_OBJ = $(addprefix $(BUILD)/obj/src/kernels/,gemm_avx512.o ops_avx512.o)
+$(ML_AVX2_OBJ): CFLAGS += -mavx2 -mfma
+$(ML_AVX512_OBJ): CFLAGS += -mavx512f -mavx512bw -mavx512vl -mavx2 -mfma
+endif
+
 $(BUILD)/libmagiclens.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^

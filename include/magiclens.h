@@ -41,10 +41,30 @@ typedef struct ml_config {
     int pool_heads, pool_head_dim;
 } ml_config;
 
+/* Numeric precision of the CLIP towers' linear layers. */
+typedef enum ml_precision_choice {
+    ML_PRECISION_AUTO = -1, /* fastest that meets the accuracy bounds on this CPU */
+    ML_PRECISION_FP32 = 0,  /* weights used in place from the file */
+    ML_PRECISION_BF16 = 1,  /* bf16 weights and activations, fp32 accumulation */
+    ML_PRECISION_INT8 = 2,  /* int8 weights (per-channel scales) and activations */
+} ml_precision_choice;
+
+typedef struct ml_load_options {
+    int precision; /* ml_precision_choice */
+} ml_load_options;
+
 /* Loads a model from `path` (.pkl as released, or .mlens).  `vocab_path` is
  * the CLIP BPE vocabulary (bpe_simple_vocab_16e6.txt.gz); NULL means
- * $MAGICLENS_VOCAB, else the vocabulary stored in a .mlens file. */
+ * $MAGICLENS_VOCAB, else the vocabulary stored in a .mlens file.
+ * ml_model_load uses ML_PRECISION_FP32. */
 ml_model *ml_model_load(const char *path, const char *vocab_path, ml_error *err);
+ml_model *ml_model_load_opts(const char *path, const char *vocab_path,
+                             const ml_load_options *opts, ml_error *err);
+/* The precision in use (never AUTO) and its name ("fp32", "bf16", "int8"). */
+int ml_model_precision(const ml_model *m);
+const char *ml_precision_choice_name(int precision);
+/* The precision AUTO resolves to on this machine. */
+int ml_precision_auto(void);
 void ml_model_free(ml_model *m);
 const ml_config *ml_model_config(const ml_model *m);
 
@@ -79,6 +99,16 @@ int ml_embed(ml_model *m, const ml_image *img, const char *text, int truncate, f
  * Returns 0 when every item succeeded. */
 int ml_embed_batch(ml_model *m, int n, const ml_image *const *imgs, const char *const *texts,
                    int truncate, float *out, int *item_ok, ml_error *err);
+
+/* Preprocesses an image into the tower's input (image_size^2 * 3 floats,
+ * HWC), as the released evaluation does.  Thread-safe. */
+int ml_model_preprocess(const ml_model *m, const ml_image *img, float *pixels, ml_error *err);
+
+/* Like ml_embed_batch, from preprocessed pixels.  clip_img (may be NULL)
+ * receives the CLIP image embeddings, L2-normalised, n*embed_dim. */
+int ml_embed_pixels_batch(ml_model *m, int n, const float *const *pixels,
+                          const char *const *texts, int truncate, float *out, float *clip_img,
+                          int *item_ok, ml_error *err);
 
 /* Number of worker threads used by the compute kernels (0 = all cores). */
 void ml_set_threads(int n);

@@ -16,9 +16,9 @@ cat > "$T/items.jsonl" <<'JSONL'
 {"id": 2, "image": "img/png_small_50x37.png", "text": "wow!\"$ the same dish, but raw ingredients"}
 {"id": 3, "image": "img/webp_lossy.webp", "text": "find a dog but it is a \u201ccartoon\u201d &amp; smaller"}
 JSONL
-"$ML" embed --model "$T/base.pkl" --input "$T/items.jsonl" --output "$T/c.npy" --quiet
+"$ML" embed --precision fp32 --model "$T/base.pkl" --input "$T/items.jsonl" --output "$T/c.npy" --quiet
 "$ML" convert --model "$T/base.pkl" --output "$T/base.mlens" --quiet
-"$ML" embed --model "$T/base.mlens" --input "$T/items.jsonl" --output "$T/c2.npy" --quiet
+"$ML" embed --precision fp32 --model "$T/base.mlens" --input "$T/items.jsonl" --output "$T/c2.npy" --quiet
 cmp "$T/c.npy" "$T/c2.npy"
 rm -f "$T/base.mlens"
 $PY tests/reference/ref_embed.py --model "$T/base.pkl" --input "$T/items.jsonl" --output "$T/ref.npy" > /dev/null 2>&1

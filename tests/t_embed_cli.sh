@@ -23,9 +23,9 @@ this is not json
 {"id": "ok2", "image": "img/webp_lossy.webp"}
 JSONL
 set +e
-"$ML" embed --model "$T/m.pkl" --input "$T/items.jsonl" --output "$T/out.npy" 2> "$T/err.txt"
+"$ML" embed --precision fp32 --model "$T/m.pkl" --input "$T/items.jsonl" --output "$T/out.npy" 2> "$T/err.txt"
 rc=$?
-"$ML" embed --model "$T/m.pkl" --input "$T/items.jsonl" --output "$T/out.jsonl" 2> /dev/null
+"$ML" embed --precision fp32 --model "$T/m.pkl" --input "$T/items.jsonl" --output "$T/out.jsonl" 2> /dev/null
 rc2=$?
 set -e
 cat "$T/err.txt"
@@ -52,12 +52,12 @@ assert np.allclose(np.array(rows[0]["embedding"]), c[0], atol=1e-6)
 PYEOF
 # With --truncate the long instruction embeds, and matches the reference's truncation.
 grep -v -e broken -e missing -e 'not json' -e noimage "$T/items.jsonl" | grep . > "$T/good.jsonl"
-"$ML" embed --model "$T/m.pkl" --input "$T/good.jsonl" --output "$T/trunc.npy" --truncate --quiet
+"$ML" embed --precision fp32 --model "$T/m.pkl" --input "$T/good.jsonl" --output "$T/trunc.npy" --truncate --quiet
 $PY tests/reference/ref_embed.py --model "$T/m.pkl" --input "$T/good.jsonl" --output "$T/trunc.ref.npy" --truncate > /dev/null 2>&1
 $PY tests/reference/compare_npy.py "$T/trunc.npy" "$T/trunc.ref.npy"
 
 # Single image mode prints one JSON object equal to the batch row.
-"$ML" embed --model "$T/m.pkl" --image "$T/img/jpeg_baseline.jpg" --text "a red one" > "$T/one.json"
+"$ML" embed --precision fp32 --model "$T/m.pkl" --image "$T/img/jpeg_baseline.jpg" --text "a red one" > "$T/one.json"
 $PY -c "
 import json, numpy as np, sys
 o = json.load(open('$T/one.json')); c = np.load('$T/out.npy')
@@ -65,13 +65,13 @@ assert o['text'] == 'a red one'
 assert np.abs(np.array(o['embedding']) - c[0]).max() < 1e-6
 "
 # A broken query image is an error naming the file, exit 1.
-if "$ML" embed --model "$T/m.pkl" --image "$T/img/$(head -1 "$T/img/bad.txt")" 2> "$T/e1"; then exit 1; fi
+if "$ML" embed --precision fp32 --model "$T/m.pkl" --image "$T/img/$(head -1 "$T/img/bad.txt")" 2> "$T/e1"; then exit 1; fi
 grep -q "$(head -1 "$T/img/bad.txt")" "$T/e1"
 
 # Missing vocabulary: a clear error that says where to get it.
-if env -u MAGICLENS_VOCAB "$ML" embed --model "$T/m.pkl" --image "$T/img/png_rgb.png" 2> "$T/e2"; then exit 1; fi
+if env -u MAGICLENS_VOCAB "$ML" embed --precision fp32 --model "$T/m.pkl" --image "$T/img/png_rgb.png" 2> "$T/e2"; then exit 1; fi
 grep -q "download-model.sh" "$T/e2"
-if "$ML" embed --model "$T/m.pkl" --vocab "$T/nope.gz" --image "$T/img/png_rgb.png" 2> "$T/e3"; then exit 1; fi
+if "$ML" embed --precision fp32 --model "$T/m.pkl" --vocab "$T/nope.gz" --image "$T/img/png_rgb.png" 2> "$T/e3"; then exit 1; fi
 grep -q "nope.gz" "$T/e3"
 
 # Hostile or foreign model files: clear errors, never a crash.

@@ -46,7 +46,7 @@ PYEOF
 check() { # name model
     local name="$1" model="$2"
     echo "== $name"
-    "$ML" embed --model "$model" --input "$T/items.jsonl" --output "$T/$name.c.npy" --quiet
+    "$ML" embed --precision fp32 --model "$model" --input "$T/items.jsonl" --output "$T/$name.c.npy" --quiet
     $PY tests/reference/ref_embed.py --model "$3" --input "$T/items.jsonl" --output "$T/$name.ref.npy" > /dev/null 2>&1
     $PY tests/reference/compare_npy.py "$T/$name.c.npy" "$T/$name.ref.npy"
 }
@@ -66,10 +66,10 @@ check f32-proto3 "$T/d.pkl" "$T/d.pkl"
 "$ML" convert --model "$T/b.pkl" --output "$T/b.mlens" --quiet
 check mlens-from-bf16 "$T/b.mlens" "$T/b.pkl"
 # ...and carries its vocabulary: no --vocab, no MAGICLENS_VOCAB.
-env -u MAGICLENS_VOCAB "$ML" embed --model "$T/b.mlens" --input "$T/items.jsonl" --output "$T/novocab.npy" --quiet
+env -u MAGICLENS_VOCAB "$ML" embed --precision fp32 --model "$T/b.mlens" --input "$T/items.jsonl" --output "$T/novocab.npy" --quiet
 cmp "$T/novocab.npy" "$T/mlens-from-bf16.c.npy"
 
 # JSONL output holds the same embeddings.
-"$ML" embed --model "$T/a.pkl" --input "$T/items.jsonl" --output "$T/a.jsonl" --quiet
+"$ML" embed --precision fp32 --model "$T/a.pkl" --input "$T/items.jsonl" --output "$T/a.jsonl" --quiet
 $PY tests/reference/compare_npy.py "$T/a.jsonl" "$T/f32-proto4.ref.npy"
 echo "parity OK"

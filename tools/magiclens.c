@@ -21,7 +21,10 @@
 #include "io/native.h"
 #include "io/npy.h"
 #include "io/tokenizer.h"
+#include "kernels/cpu.h"
+#include "kernels/precision.h"
 #include "magiclens.h"
+#include "model/loader.h"
 #include "model/model.h"
 
 static void usage(FILE *f) {
@@ -29,19 +32,26 @@ static void usage(FILE *f) {
             "magiclens %s - image retrieval with open-ended instructions (MagicLens)\n\n"
             "usage:\n"
             "  magiclens embed --model M [--vocab V] --input items.jsonl --output out.npy|out.jsonl\n"
-            "                  [--batch N] [--threads N] [--truncate] [--quiet]\n"
+            "                  [--batch N] [--threads N] [--precision P] [--truncate] [--quiet]\n"
             "  magiclens embed --model M [--vocab V] --image X.jpg [--text T] [--truncate]\n"
             "  magiclens convert --model X.pkl [--vocab V] --output X.mlens\n"
             "  magiclens tokenize [--vocab V] [--truncate] TEXT...\n"
-            "  magiclens info --model M [--vocab V]\n\n"
+            "  magiclens info --model M [--vocab V]\n"
+            "  magiclens cpu                                  # instruction sets, default precision\n"
+            "  magiclens bench --model M [--precision P] [--batch B] [--threads N] [--seconds S]\n"
+            "                  [--text T]\n\n"
+            "--precision fp32|bf16|int8|auto: numeric precision of the CLIP towers; auto (the\n"
+            "default) is the fastest one that meets the accuracy bounds on this CPU: here %s.\n"
+            "--threads N: compute threads (default: every CPU the process may use).\n"
             "M is an official checkpoint (magic_lens_clip_base.pkl / _large.pkl) or a .mlens\n"
             "file.  The vocabulary comes from --vocab, else $MAGICLENS_VOCAB, else the .mlens.\n",
-            ML_VERSION);
+            ML_VERSION, ml_precision_choice_name(ml_precision_auto()));
 }
 
 typedef struct opts {
     const char *model, *vocab, *input, *output, *image, *text;
-    int batch, threads, truncate, quiet, text_set;
+    int batch, threads, truncate, quiet, text_set, precision;
+    double seconds;
 } opts;
 
 static int parse_opts(int argc, char **argv, opts *o) {
@@ -51,12 +61,15 @@ static int parse_opts(int argc, char **argv, opts *o) {
         {"image", required_argument, 0, 'I'},  {"text", required_argument, 0, 't'},
         {"batch", required_argument, 0, 'b'},  {"threads", required_argument, 0, 'j'},
         {"truncate", no_argument, 0, 'T'},     {"quiet", no_argument, 0, 'q'},
+        {"precision", required_argument, 0, 'p'}, {"seconds", required_argument, 0, 's'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->batch = 8;
+    o->precision = ML_PRECISION_AUTO;
+    o->seconds = 10;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "m:v:i:o:I:t:b:j:Tqh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:v:i:o:I:t:b:j:Tqhp:s:", longopts, NULL)) != -1) {
         switch (c) {
         case 'm': o->model = optarg; break;
         case 'v': o->vocab = optarg; break;
@@ -68,6 +81,14 @@ static int parse_opts(int argc, char **argv, opts *o) {
         case 'j': o->threads = atoi(optarg); break;
         case 'T': o->truncate = 1; break;
         case 'q': o->quiet = 1; break;
+        case 's': o->seconds = atof(optarg); break;
+        case 'p':
+            o->precision = !strcmp(optarg, "auto") ? ML_PRECISION_AUTO : ml_precision_parse(optarg);
+            if (o->precision == -1 && strcmp(optarg, "auto")) {
+                fprintf(stderr, "magiclens: --precision must be fp32, bf16, int8 or auto\n");
+                return -1;
+            }
+            break;
         case 'h': usage(stdout); exit(0);
         default: return -1;
         }
@@ -86,7 +107,8 @@ static ml_model *load_model(const opts *o) {
         return NULL;
     }
     ml_error err;
-    ml_model *m = ml_model_load(o->model, o->vocab, &err);
+    ml_load_options lo = {o->precision};
+    ml_model *m = ml_model_load_opts(o->model, o->vocab, &lo, &err);
     if (!m) fprintf(stderr, "magiclens: %s\n", err.msg);
     return m;
 }
@@ -190,59 +212,42 @@ static item *read_items(const char *path, long *count) {
     return items ? items : calloc(1, sizeof(item));
 }
 
-typedef struct decode_job {
-    item *items;
-    ml_image *imgs;
-} decode_job;
-
-static void decode_tasks(void *ctx, int begin, int end) {
-    decode_job *j = ctx;
-    for (int i = begin; i < end; i++) {
-        item *it = &j->items[i];
-        if (it->error) continue;
-        ml_error err;
-        if (ml_image_load(it->image, 0, &j->imgs[i], &err) != 0) it->error = strdup(err.msg);
-    }
-}
-
-/* Embeds items[0..n) into out (n x D); failed items get NaN rows and an error. */
-static void embed_chunk(ml_model *m, item *items, int n, int truncate, float *out) {
-    int D = ml_model_config(m)->embed_dim;
-    ml_image imgs[4096];
-    const ml_image *ptrs[4096];
+/* Runs the model on one loaded batch; failed items keep NaN rows. */
+static void embed_loaded(ml_model *m, item *items, const ml_loader_batch *b, int truncate,
+                         float *out) {
+    int D = ml_model_config(m)->embed_dim, k = 0;
+    const float *px[4096];
     const char *texts[4096];
-    int ok[4096], map[4096], k = 0;
-    memset(imgs, 0, sizeof(ml_image) * (size_t)n);
-    decode_job dj = {items, imgs};
-    ml_parallel_for(n, 1, decode_tasks, &dj);
-    for (int i = 0; i < n; i++) {
-        for (int d = 0; d < D; d++) out[(size_t)i * D + d] = NAN;
-        if (items[i].error) continue;
-        ptrs[k] = &imgs[i];
-        texts[k] = items[i].text;
-        map[k++] = i;
+    int map[4096], ok[4096];
+    for (int i = 0; i < b->count; i++) {
+        item *it = &items[b->first + i];
+        for (int d = 0; d < D; d++) out[(size_t)(b->first + i) * D + d] = NAN;
+        if (b->errors[i] && !it->error) it->error = strdup(b->errors[i]);
+        if (!b->pixels[i]) continue;
+        px[k] = b->pixels[i], texts[k] = it->text, map[k++] = b->first + i;
     }
     float *tmp = malloc(sizeof(float) * (size_t)(k ? k : 1) * D);
     ml_error err;
     if (!tmp) {
         for (int j = 0; j < k; j++) items[map[j]].error = strdup("out of memory");
-    } else if (k) {
-        ml_embed_batch(m, k, ptrs, texts, truncate, tmp, ok, &err);
+        return;
+    }
+    if (k && ml_embed_pixels_batch(m, k, px, texts, truncate, tmp, NULL, ok, &err) != 0) {
+        /* Find each failed item's own reason (the batch reports the first). */
         for (int j = 0; j < k; j++) {
-            if (ok[j]) memcpy(out + (size_t)map[j] * D, tmp + (size_t)j * D, sizeof(float) * D);
-            else if (!items[map[j]].error) {
-                /* Re-run alone to get this item's own message. */
-                ml_error e1;
-                float one[4096];
-                if (ml_embed(m, ptrs[j], texts[j], truncate, one, &e1) != 0)
-                    items[map[j]].error = strdup(e1.msg);
-                else
-                    memcpy(out + (size_t)map[j] * D, one, sizeof(float) * D);
-            }
+            if (ok[j]) continue;
+            ml_error e1;
+            int ok1;
+            float *row = tmp + (size_t)j * D;
+            if (ml_embed_pixels_batch(m, 1, &px[j], &texts[j], truncate, row, NULL, &ok1, &e1) != 0)
+                items[map[j]].error = strdup(e1.msg);
+            else
+                ok[j] = 1;
         }
     }
+    for (int j = 0; j < k; j++)
+        if (ok[j]) memcpy(out + (size_t)map[j] * D, tmp + (size_t)j * D, sizeof(float) * D);
     free(tmp);
-    for (int i = 0; i < n; i++) ml_image_free(&imgs[i]);
 }
 
 static int ends_with(const char *s, const char *suffix) {
@@ -305,20 +310,32 @@ static int embed_file(ml_model *m, const opts *o) {
         free_items(items, n);
         return 1;
     }
+    const char **paths = calloc((size_t)(n ? n : 1), sizeof *paths);
+    ml_error err;
+    ml_loader *ld = NULL;
+    for (long i = 0; paths && i < n; i++) paths[i] = items[i].error ? NULL : items[i].image;
+    if (!paths || !(ld = ml_loader_start(m, (int)n, paths, o->batch, &err))) {
+        fprintf(stderr, "magiclens: %s\n", paths ? err.msg : "out of memory");
+        free(paths), free(emb);
+        free_items(items, n);
+        return 1;
+    }
     ml_progress pr;
     ml_progress_start(&pr, "embed", n, !o->quiet && n >= 16);
-    for (long i = 0; i < n; i += o->batch) {
-        int c = (int)(n - i < o->batch ? n - i : o->batch);
-        embed_chunk(m, items + i, c, o->truncate, emb + (size_t)i * D);
-        ml_progress_add(&pr, c);
+    ml_loader_batch b;
+    while (ml_loader_next(ld, &b) == 0) {
+        embed_loaded(m, items, &b, o->truncate, emb);
+        ml_loader_release(ld, &b);
+        ml_progress_add(&pr, b.count);
     }
     ml_progress_finish(&pr);
+    ml_loader_free(ld);
+    free(paths);
     report_errors(items, n, &failed);
     int rc;
     if (ends_with(o->output, ".jsonl")) {
         rc = write_jsonl(o->output, items, n, emb, D);
     } else {
-        ml_error err;
         rc = ml_npy_write_f32(o->output, emb, n, D, &err);
         if (rc != 0) fprintf(stderr, "magiclens: %s\n", err.msg);
     }
@@ -417,6 +434,7 @@ static const char *vocab_source(const opts *o) {
 static int cmd_convert(int argc, char **argv) {
     opts o;
     if (parse_opts(argc, argv, &o) != 0) return 2;
+    o.precision = ML_PRECISION_FP32; /* the file keeps the checkpoint's own weights */
     const char *vpath = vocab_source(&o);
     if (!o.output || !vpath) {
         fprintf(stderr, "magiclens: convert needs --model, --output and a vocabulary "
@@ -488,12 +506,93 @@ static int cmd_tokenize(int argc, char **argv) {
 static int cmd_info(int argc, char **argv) {
     opts o;
     if (parse_opts(argc, argv, &o) != 0) return 2;
+    o.precision = ML_PRECISION_FP32;
     ml_model *m = load_model(&o);
     if (!m) return 1;
     char *s = config_json(ml_model_config(m));
     printf("%s\n", s);
     free(s);
     ml_model_free(m);
+    return 0;
+}
+
+/* ---- bench ------------------------------------------------------------ */
+
+/* Times `fn` over whole batches until `seconds` pass (at least 2 batches
+ * after one warm-up); returns items per second. */
+static double time_batches(ml_model *m, int batch, const float *const *px, const char *const *texts,
+                           double seconds, int *ok_all) {
+    int D = ml_model_config(m)->embed_dim, *ok = calloc((size_t)batch, sizeof(int));
+    float *out = malloc(sizeof(float) * (size_t)batch * D);
+    ml_error err;
+    double rate = 0;
+    *ok_all = ok && out && ml_embed_pixels_batch(m, batch, px, texts, 0, out, NULL, ok, &err) == 0;
+    if (*ok_all) {
+        long done = 0;
+        double t0 = ml_now(), el = 0;
+        while (done < 2L * batch || el < seconds) {
+            ml_embed_pixels_batch(m, batch, px, texts, 0, out, NULL, ok, &err);
+            done += batch;
+            el = ml_now() - t0;
+        }
+        rate = done / el;
+    }
+    free(ok), free(out);
+    return rate;
+}
+
+static int cmd_bench(int argc, char **argv) {
+    opts o;
+    if (parse_opts(argc, argv, &o) != 0) return 2;
+    ml_model *m = load_model(&o);
+    if (!m) return 1;
+    const ml_config *c = ml_model_config(m);
+    size_t px = (size_t)c->image_size * c->image_size * 3;
+    float *pix = malloc(sizeof(float) * px * (size_t)o.batch);
+    const float **ptrs = calloc((size_t)o.batch, sizeof *ptrs);
+    const char **texts = calloc((size_t)o.batch, sizeof *texts);
+    if (!pix || !ptrs || !texts) {
+        fprintf(stderr, "magiclens: out of memory\n");
+        return 1;
+    }
+    /* Normalised-looking inputs: the speed does not depend on the values. */
+    uint32_t r = 12345;
+    for (size_t i = 0; i < px * (size_t)o.batch; i++) {
+        r = r * 1664525u + 1013904223u;
+        pix[i] = (float)(r >> 8) / 16777216.0f * 4.0f - 2.0f;
+    }
+    for (int i = 0; i < o.batch; i++) ptrs[i] = pix + px * (size_t)i, texts[i] = o.text;
+    int ok1 = 0, ok2 = 1;
+    double img_rate = time_batches(m, o.batch, ptrs, NULL, o.seconds, &ok1), q_rate = 0;
+    if (o.text_set) q_rate = time_batches(m, o.batch, ptrs, texts, o.seconds, &ok2);
+    int rc = ok1 && ok2 ? 0 : 1;
+    if (rc) {
+        fprintf(stderr, "magiclens: bench: embedding failed\n");
+    } else {
+        printf("{\"images_per_s\": %.3f, \"ms_per_image\": %.2f, \"precision\": \"%s\", "
+               "\"isa\": \"%s\", \"threads\": %d, \"batch\": %d, \"image_size\": %d, "
+               "\"embed_dim\": %d",
+               img_rate, 1000.0 / img_rate, ml_precision_choice_name(ml_model_precision(m)),
+               ml_isa_name(ml_isa_active()), ml_num_threads(), o.batch, c->image_size,
+               c->embed_dim);
+        if (o.text_set)
+            printf(", \"queries_per_s\": %.3f, \"ms_per_query\": %.2f", q_rate, 1000.0 / q_rate);
+        printf("}\n");
+    }
+    free(pix), free(ptrs), free(texts);
+    ml_model_free(m);
+    return rc;
+}
+
+/* Prints what this machine supports, for scripts and bug reports. */
+static int cmd_cpu(void) {
+    printf("{\"isa_active\": \"%s\", \"isa_supported\": [", ml_isa_name(ml_isa_active()));
+    for (int i = ML_ISA_SCALAR, n = 0; i <= ML_ISA_AMX; i++)
+        if (ml_isa_supported((ml_isa)i)) printf(n++ ? ", \"%s\"" : "\"%s\"", ml_isa_name((ml_isa)i));
+    printf("], \"avx512_bf16\": %s, \"avx512_vnni\": %s, \"precision_auto\": \"%s\", "
+           "\"threads\": %d}\n",
+           ml_cpu_has_avx512_bf16() ? "true" : "false", ml_cpu_has_avx512_vnni() ? "true" : "false",
+           ml_precision_choice_name(ml_precision_auto()), ml_num_threads());
     return 0;
 }
 
@@ -510,6 +609,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "convert")) return cmd_convert(argc, argv);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc, argv);
     if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
+    if (!strcmp(cmd, "cpu")) return cmd_cpu();
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("magiclens %s\n", ML_VERSION);
         return 0;

@@ -1,4 +1,7 @@
-/* Portable blocked GEMM.  A panel of NB columns of B (NB*K floats) stays hot
+/* ml_gemm: the portable scalar kernel, and the driver for the SIMD
+ * micro-kernels (gemm_tmpl.h) chosen by ml_isa_active().
+ *
+ * Portable blocked GEMM.  A panel of NB columns of B (NB*K floats) stays hot
  * in L2 while blocks of MR rows of A stream past it; the MR x NB accumulator
  * is small enough for the compiler to keep in vector registers at -O3.
  * Accumulation is float32 in k order, like a plain dot product. */
@@ -7,6 +10,7 @@
 #include <string.h>
 
 #include "core/threads.h"
+#include "kernels/gemm_isa.h"
 
 #define MR 4
 #define NB 64
@@ -75,10 +79,131 @@ static void gemm_tasks(void *ctx, int begin, int end) {
     }
 }
 
+static void gemm_scalar(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                        const float *bias, float *C, int ldc, int accumulate, int parallel) {
+    gemm_job g = {M, N, K, lda, ldb, ldc, accumulate, (N + NB - 1) / NB, A, B, bias, C};
+    int tasks = g.n_panels * ((M + MB - 1) / MB);
+    if (parallel) ml_parallel_for(tasks, 1, gemm_tasks, &g);
+    else gemm_tasks(&g, 0, tasks);
+}
+
+/* ---- SIMD driver ------------------------------------------------------ */
+
+/* Blocking: a KC x NC slab of B (<= 768 KB) stays in L2 while every MR-row
+ * block of A (MR x KC, <= 12 KB, in L1) walks across it. */
+#ifndef KC
+#define KC 256
+#endif
+#ifndef NC
+#define NC 768
+#endif
+
+typedef struct simd_job {
+    const ml_gemm_impl *impl;
+    int M, N, K, lda, ldb, ldc, accumulate;
+    const float *A, *B, *bias;
+    float *C;
+    int split_m, parts, unit; /* the rectangle of part t: rows or columns */
+} simd_job;
+
+/* C[m0:m1, n0:n1] on one thread.  A is read in place: each micro-kernel
+ * broadcasts from its mr rows, and every A cache line then serves 16
+ * consecutive k.  (Packing A k-major was measured no faster on the ViT
+ * shapes and twice as slow on attention's narrow products.) */
+static void simd_rect(const simd_job *g, int m0, int m1, int n0, int n1) {
+    int mr_max = g->impl->mr;
+    for (int nc0 = n0; nc0 < n1; nc0 += NC) {
+        int nn = n1 - nc0 < NC ? n1 - nc0 : NC;
+        for (int k0 = 0; k0 < g->K; k0 += KC) {
+            int kc = g->K - k0 < KC ? g->K - k0 : KC;
+            for (int i0 = m0; i0 < m1; i0 += mr_max) {
+                int mr = m1 - i0 < mr_max ? m1 - i0 : mr_max;
+                ml_gemm_panel p = {g->A + (size_t)i0 * g->lda + k0, g->lda, mr, kc, nn,
+                                   g->B + (size_t)k0 * g->ldb + nc0, g->ldb,
+                                   g->C + (size_t)i0 * g->ldc + nc0, g->ldc,
+                                   k0 == 0 && g->bias ? g->bias + nc0 : NULL,
+                                   k0 > 0 || g->accumulate};
+                g->impl->panel(&p);
+            }
+        }
+    }
+}
+
+/* K == 0: C = bias (+ C). */
+static void gemm_empty_k(int M, int N, const float *bias, float *C, int ldc, int accumulate) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float *c = C + (size_t)i * ldc + j;
+            *c = (accumulate ? *c : 0) + (bias ? bias[j] : 0);
+        }
+}
+
+/* Part t of `parts` equal shares of n, in whole units. */
+static void share(int n, int unit, int t, int parts, int *b, int *e) {
+    int units = (n + unit - 1) / unit;
+    *b = (int)((long long)units * t / parts) * unit;
+    *e = (int)((long long)units * (t + 1) / parts) * unit;
+    if (*e > n) *e = n;
+}
+
+static void simd_tasks(void *ctx, int begin, int end) {
+    const simd_job *g = ctx;
+    for (int t = begin; t < end; t++) {
+        int b, e;
+        if (g->split_m) {
+            share(g->M, g->unit, t, g->parts, &b, &e);
+            simd_rect(g, b, e, 0, g->N);
+        } else {
+            share(g->N, g->unit, t, g->parts, &b, &e);
+            simd_rect(g, 0, g->M, b, e);
+        }
+    }
+}
+
+static void gemm_simd(const ml_gemm_impl *impl, int M, int N, int K, const float *A, int lda,
+                      const float *B, int ldb, const float *bias, float *C, int ldc, int accumulate,
+                      int parallel) {
+    simd_job g = {impl, M, N, K, lda, ldb, ldc, accumulate, A, B, bias, C, 1, 1, impl->mr};
+    int threads = parallel ? ml_num_threads() : 1;
+    double flops = 2.0 * M * N * K;
+    if (threads > 1 && flops > 2e6) {
+        /* Tall products split rows (each thread reads all of B once per row
+         * share); short ones (text tower, fusion) split columns, in 16-column
+         * units so panels stay vector-aligned. */
+        if (M >= threads * 4 * impl->mr) g.parts = threads;
+        else if (N >= threads * 16) g.split_m = 0, g.unit = 16, g.parts = threads;
+    }
+    if (g.parts > 1) ml_parallel_for(g.parts, 1, simd_tasks, &g);
+    else simd_rect(&g, 0, M, 0, N);
+}
+
+static void gemm_dispatch(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                          const float *bias, float *C, int ldc, int accumulate, int parallel) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        gemm_empty_k(M, N, bias, C, ldc, accumulate);
+        return;
+    }
+    const ml_gemm_impl *impl = ml_gemm_impl_for(ml_isa_active());
+    if (impl) gemm_simd(impl, M, N, K, A, lda, B, ldb, bias, C, ldc, accumulate, parallel);
+    else gemm_scalar(M, N, K, A, lda, B, ldb, bias, C, ldc, accumulate, parallel);
+}
+
+const ml_gemm_impl *ml_gemm_impl_for(ml_isa isa) {
+#if defined(__x86_64__)
+    if (isa == ML_ISA_AVX512 || isa == ML_ISA_AMX) return &ml_gemm_avx512;
+    if (isa == ML_ISA_AVX2) return &ml_gemm_avx2;
+#endif
+    (void)isa;
+    return NULL;
+}
+
 void ml_gemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
              const float *bias, float *C, int ldc, int accumulate) {
-    if (M <= 0 || N <= 0) return;
-    gemm_job g = {M, N, K, lda, ldb, ldc, accumulate, (N + NB - 1) / NB, A, B, bias, C};
-    int m_blocks = (M + MB - 1) / MB;
-    ml_parallel_for(g.n_panels * m_blocks, 1, gemm_tasks, &g);
+    gemm_dispatch(M, N, K, A, lda, B, ldb, bias, C, ldc, accumulate, 1);
+}
+
+void ml_gemm_serial(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                    const float *bias, float *C, int ldc, int accumulate) {
+    gemm_dispatch(M, N, K, A, lda, B, ldb, bias, C, ldc, accumulate, 0);
 }

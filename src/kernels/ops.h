@@ -11,6 +11,8 @@ void ml_layernorm(int rows, int n, const float *x, const float *scale, const flo
 void ml_quick_gelu(float *x, long n); /* x * sigmoid(1.702 x) */
 void ml_relu(float *x, long n);
 void ml_add(float *y, const float *x, long n); /* y += x */
+/* x = softmax(x) in place; -INFINITY entries get 0, an all -INFINITY row all 0. */
+void ml_softmax(float *x, int n);
 
 #define ML_MAX_SEQ 4096 /* longest sequence the attention kernel accepts */
 

@@ -40,10 +40,6 @@ static void scratch_free(block_scratch *s) {
     free(s->ff);
 }
 
-static void linear(const ml_linear *l, int rows, const float *x, float *y, int accumulate) {
-    ml_gemm(rows, l->out, l->in, x, l->in, l->w, l->out, l->b, y, l->out, accumulate);
-}
-
 /* Attention over each of `nseq` sequences of `T` tokens, one task per
  * (sequence, head) pair. */
 typedef struct attn_job {
@@ -70,16 +66,16 @@ static void clip_block(const ml_clip_block *b, int nseq, int T, int width, int h
                        const unsigned char *key_ok, int causal, float *x, block_scratch *s) {
     int rows = nseq * T;
     ml_layernorm(rows, width, x, b->ln_1.scale, b->ln_1.bias, 1e-5f, 0, s->h);
-    linear(&b->q, rows, s->h, s->q, 0);
-    linear(&b->k, rows, s->h, s->k, 0);
-    linear(&b->v, rows, s->h, s->v, 0);
+    ml_linear_forward(&b->q, rows, s->h, s->q, 0);
+    ml_linear_forward(&b->k, rows, s->h, s->k, 0);
+    ml_linear_forward(&b->v, rows, s->h, s->v, 0);
     attn_job j = {T, width, heads, width / heads, causal, s, key_ok};
     ml_parallel_for(nseq * heads, 1, attn_tasks, &j);
-    linear(&b->o, rows, s->att, x, 1);
+    ml_linear_forward(&b->o, rows, s->att, x, 1);
     ml_layernorm(rows, width, x, b->ln_2.scale, b->ln_2.bias, 1e-5f, 0, s->h);
-    linear(&b->fc, rows, s->h, s->ff, 0);
+    ml_linear_forward(&b->fc, rows, s->h, s->ff, 0);
     ml_quick_gelu(s->ff, (long)rows * b->fc.out);
-    linear(&b->proj, rows, s->ff, x, 1);
+    ml_linear_forward(&b->proj, rows, s->ff, x, 1);
 }
 
 /* Non-overlapping PxP patches of an HWC image, row-major patch order, each

@@ -1,4 +1,5 @@
 /* magiclens.c - the public model API: loading, tokenizing, embedding. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include "core/threads.h"
 #include "io/native.h"
 #include "io/tokenizer.h"
+#include "kernels/cpu.h"
 #include "kernels/ops.h"
 #include "model/model.h"
 #include "model/preprocess.h"
@@ -38,12 +40,34 @@ static int compute_empty_text(ml_model *m, ml_error *err) {
     return ml_text_forward(m, ids, m->empty_text_emb, err);
 }
 
-ml_model *ml_model_load(const char *path, const char *vocab_path, ml_error *err) {
+int ml_precision_auto(void) {
+    /* bf16 on CPUs with native bf16 dot products; fp32 elsewhere, where
+     * emulating bf16 would be slower than fp32. */
+    if (ml_isa_active() >= ML_ISA_AVX512 && (ml_isa_active() == ML_ISA_AMX || ml_cpu_has_avx512_bf16()))
+        return ML_PRECISION_BF16;
+    return ML_PRECISION_FP32;
+}
+
+const char *ml_precision_choice_name(int precision) {
+    return precision == ML_PRECISION_AUTO ? "auto" : ml_precision_name((ml_precision)precision);
+}
+
+int ml_model_precision(const ml_model *m) { return m->precision; }
+
+ml_model *ml_model_load_opts(const char *path, const char *vocab_path,
+                             const ml_load_options *opts, ml_error *err) {
+    int prec = opts ? opts->precision : ML_PRECISION_FP32;
+    if (prec == ML_PRECISION_AUTO) prec = ml_precision_auto();
+    if (prec < ML_PRECISION_FP32 || prec > ML_PRECISION_INT8) {
+        ml_fail(err, "unknown precision %d", prec);
+        return NULL;
+    }
     ml_model *m = ml_calloc(1, sizeof *m, err);
     if (!m) return NULL;
     int rc = ml_native_is_native(path) ? ml_native_load(path, &m->tensors, err)
                                        : ml_checkpoint_load_pkl(path, &m->tensors, err);
     if (rc == 0 && ml_model_bind(m, err) != 0) rc = ml_fail_prefix(err, "%s", path);
+    if (rc == 0) rc = ml_model_pack(m, (ml_precision)prec, err);
     if (rc == 0) rc = load_tokenizer(m, vocab_path, err);
     if (rc == 0) rc = compute_empty_text(m, err);
     if (rc != 0) {
@@ -53,8 +77,14 @@ ml_model *ml_model_load(const char *path, const char *vocab_path, ml_error *err)
     return m;
 }
 
+ml_model *ml_model_load(const char *path, const char *vocab_path, ml_error *err) {
+    ml_load_options o = {ML_PRECISION_FP32};
+    return ml_model_load_opts(path, vocab_path, &o, err);
+}
+
 void ml_model_free(ml_model *m) {
     if (!m) return;
+    ml_model_unpack(m);
     free(m->vision.blocks);
     free(m->text.blocks);
     free(m->fusion);
@@ -81,6 +111,10 @@ int ml_embed(ml_model *m, const ml_image *img, const char *text, int truncate, f
     return ml_embed_batch(m, 1, &img, &text, truncate, out, &ok, err);
 }
 
+int ml_model_preprocess(const ml_model *m, const ml_image *img, float *pixels, ml_error *err) {
+    return ml_preprocess_image(img, m->cfg.image_size, pixels, err);
+}
+
 /* Preprocessing of a batch, one task per image. */
 typedef struct prep_job {
     const ml_model *m;
@@ -93,10 +127,10 @@ typedef struct prep_job {
 static void prep_tasks(void *ctx, int begin, int end) {
     prep_job *j = ctx;
     for (int i = begin; i < end; i++)
-        j->ok[i] = ml_preprocess_image(j->imgs[i], j->m->cfg.image_size, j->pixels[i], &j->errs[i]) == 0;
+        j->ok[i] = ml_model_preprocess(j->m, j->imgs[i], j->pixels[i], &j->errs[i]) == 0;
 }
 
-/* Text and fusion for item i, whose CLIP image embedding is img_emb. */
+/* Text and fusion for one item whose CLIP image embedding is img_emb. */
 static int embed_item(ml_model *m, const float *img_emb, const char *text, int truncate,
                       float *txt_buf, float *out, ml_error *err) {
     const float *txt = m->empty_text_emb;
@@ -110,44 +144,74 @@ static int embed_item(ml_model *m, const float *img_emb, const char *text, int t
     return ml_fusion_forward(m, img_emb, txt, out, err);
 }
 
-static void fail_item(int i, float *out, int D, int *item_ok, ml_error *first, int *nfail,
-                      const ml_error *e) {
-    for (int d = 0; d < D; d++) out[(size_t)i * D + d] = 0.0f / 0.0f;
-    item_ok[i] = 0;
-    if ((*nfail)++ == 0 && first) *first = *e;
+static void nan_row(float *row, int D) {
+    for (int d = 0; d < D; d++) row[d] = NAN;
+}
+
+int ml_embed_pixels_batch(ml_model *m, int n, const float *const *pixels,
+                          const char *const *texts, int truncate, float *out, float *clip_img,
+                          int *item_ok, ml_error *err) {
+    int D = m->cfg.embed_dim, nfail = 0;
+    float *clip = ml_aligned_alloc(((size_t)n + 1) * D * sizeof(float), err);
+    if (!clip || ml_vision_forward(m, n, pixels, clip, err) != 0) {
+        for (int i = 0; i < n; i++) item_ok[i] = 0, nan_row(out + (size_t)i * D, D);
+        free(clip);
+        return -1;
+    }
+    float *txt_buf = clip + (size_t)n * D;
+    for (int i = 0; i < n; i++) {
+        ml_error e;
+        item_ok[i] = embed_item(m, clip + (size_t)i * D, texts ? texts[i] : NULL, truncate,
+                                txt_buf, out + (size_t)i * D, &e) == 0;
+        if (!item_ok[i]) {
+            nan_row(out + (size_t)i * D, D);
+            if (nfail++ == 0 && err) *err = e;
+        }
+    }
+    if (clip_img)
+        for (int i = 0; i < n; i++) {
+            memcpy(clip_img + (size_t)i * D, clip + (size_t)i * D, sizeof(float) * D);
+            ml_l2_normalize(clip_img + (size_t)i * D, D);
+        }
+    free(clip);
+    return nfail ? -1 : 0;
 }
 
 int ml_embed_batch(ml_model *m, int n, const ml_image *const *imgs, const char *const *texts,
                    int truncate, float *out, int *item_ok, ml_error *err) {
-    int D = m->cfg.embed_dim, S = m->cfg.image_size, nfail = 0, ngood = 0;
+    int D = m->cfg.embed_dim, S = m->cfg.image_size, ngood = 0, nfail = 0;
     size_t px = (size_t)S * S * 3;
     float *pix = ml_aligned_alloc((size_t)n * px * sizeof(float), err);
     float **ptrs = ml_calloc((size_t)n, sizeof *ptrs, err);
-    float *clip = ml_aligned_alloc((size_t)n * D * sizeof(float) + sizeof(float) * D, err);
+    const char **gtexts = ml_calloc((size_t)n, sizeof *gtexts, err);
+    int *map = ml_calloc((size_t)n, sizeof *map, err), *gok = ml_calloc((size_t)n, sizeof *gok, err);
+    float *gout = ml_aligned_alloc((size_t)n * D * sizeof(float), err);
     ml_error *errs = ml_calloc((size_t)n, sizeof *errs, err);
-    if (!pix || !ptrs || !clip || !errs) {
-        free(pix), free(ptrs), free(clip), free(errs);
-        return -1;
-    }
+    int rc = -1;
+    for (int i = 0; i < n; i++) item_ok[i] = 0;
+    if (!pix || !ptrs || !gtexts || !map || !gok || !gout || !errs) goto done;
     for (int i = 0; i < n; i++) ptrs[i] = pix + (size_t)i * px;
     prep_job pj = {m, imgs, ptrs, item_ok, errs};
     ml_parallel_for(n, 1, prep_tasks, &pj);
-    /* Compact the images that preprocessed into one vision batch. */
+    /* Only the images that preprocessed go through the model, as one batch. */
     for (int i = 0; i < n; i++) {
-        if (item_ok[i]) ptrs[ngood++] = ptrs[i];
-        else fail_item(i, out, D, item_ok, err, &nfail, &errs[i]);
+        if (item_ok[i]) {
+            ptrs[ngood] = ptrs[i], gtexts[ngood] = texts ? texts[i] : NULL, map[ngood++] = i;
+        } else {
+            nan_row(out + (size_t)i * D, D);
+            if (nfail++ == 0 && err) *err = errs[i];
+        }
     }
-    int rc = ngood ? ml_vision_forward(m, ngood, (const float *const *)ptrs, clip, err) : 0;
-    if (rc != 0) /* out of memory for the batch: every remaining item failed */
-        for (int i = 0; i < n; i++) item_ok[i] = 0;
-    float *txt_buf = clip + (size_t)n * D;
-    for (int i = 0, g = 0; i < n && rc == 0; i++) {
-        if (!item_ok[i]) continue;
-        ml_error e;
-        if (embed_item(m, clip + (size_t)g++ * D, texts ? texts[i] : NULL, truncate, txt_buf,
-                       out + (size_t)i * D, &e) != 0)
-            fail_item(i, out, D, item_ok, err, &nfail, &e);
+    ml_error e;
+    if (ngood && ml_embed_pixels_batch(m, ngood, (const float *const *)ptrs, gtexts, truncate,
+                                       gout, NULL, gok, &e) != 0 && nfail++ == 0 && err)
+        *err = e;
+    for (int g = 0; g < ngood; g++) {
+        item_ok[map[g]] = gok[g];
+        memcpy(out + (size_t)map[g] * D, gout + (size_t)g * D, sizeof(float) * D);
     }
-    free(pix), free(ptrs), free(clip), free(errs);
-    return rc == 0 && nfail == 0 ? 0 : -1;
+    rc = nfail ? -1 : 0;
+done:
+    free(pix), free(ptrs), free(gtexts), free(map), free(gok), free(gout), free(errs);
+    return rc;
 }

@@ -11,13 +11,15 @@
 #include <pthread.h>
 
 #include "io/tensors.h"
+#include "kernels/precision.h"
 #include "io/tokenizer.h"
 #include "magiclens.h"
 
 typedef struct ml_linear {
-    const float *w; /* [in, out] */
-    const float *b; /* [out] or NULL */
+    const float *w;    /* [in, out] */
+    const float *b;    /* [out] or NULL */
     int in, out;
+    ml_packed *packed; /* bf16/int8 copy of w when the model runs at that precision */
 } ml_linear;
 
 typedef struct ml_norm {
@@ -72,7 +74,15 @@ struct ml_model {
     ml_tokenizer *tok;
     float *empty_text_emb; /* CLIP text embedding of "" (computed at load) */
     float *pool_qscale;    /* 1.442695041/sqrt(hd) * softplus(per_dim_scale) */
+    int precision;         /* ml_precision of the tower linear layers */
 };
+
+/* Packs the towers' linear layers for `prec` (no-op for ML_PREC_FP32). */
+int ml_model_pack(ml_model *m, ml_precision prec, ml_error *err);
+void ml_model_unpack(ml_model *m);
+
+/* y = x @ l.w + l.b (+ y if accumulate), at the layer's precision. */
+void ml_linear_forward(const ml_linear *l, int rows, const float *x, float *y, int accumulate);
 
 /* Builds the network views from a loaded tensor set (which the model takes
  * over) and derives every size from the tensor shapes. */

@@ -1,11 +1,13 @@
 /* Kernel tests against straightforward double-precision loops, over sizes
- * that hit every edge of the blocking (partial row blocks and panels). */
+ * that hit every edge of the blocking (partial row blocks and panels, K
+ * blocks, strided operands), for every instruction set the machine runs. */
 #include <math.h>
 #include <stdint.h>
 
 #include "check.h"
 #include "magiclens.h"
 #include "core/threads.h"
+#include "kernels/cpu.h"
 #include "kernels/gemm.h"
 #include "kernels/ops.h"
 
@@ -15,25 +17,32 @@ static float frand(void) {
     return (float)((rng >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0);
 }
 
-static void test_gemm(int M, int N, int K, int bias, int acc) {
-    float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N);
-    float *C = malloc(sizeof(float) * M * N), *b = malloc(sizeof(float) * N);
+static const char *g_isa = "scalar"; /* for failure messages */
+
+/* lda = K + pad, ldb = N + pad, ldc = N + pad: strided views must work. */
+static void test_gemm(int M, int N, int K, int bias, int acc, int pad) {
+    int lda = K + pad, ldb = N + pad, ldc = N + pad;
+    float *A = malloc(sizeof(float) * M * lda + 4), *B = malloc(sizeof(float) * K * ldb + 4);
+    float *C = malloc(sizeof(float) * M * ldc + 4), *b = malloc(sizeof(float) * N);
     double *R = malloc(sizeof(double) * M * N);
-    for (int i = 0; i < M * K; i++) A[i] = frand();
-    for (int i = 0; i < K * N; i++) B[i] = frand();
+    for (int i = 0; i < M * lda; i++) A[i] = frand();
+    for (int i = 0; i < K * ldb; i++) B[i] = frand();
     for (int i = 0; i < N; i++) b[i] = frand();
-    for (int i = 0; i < M * N; i++) C[i] = frand();
+    for (int i = 0; i < M * ldc; i++) C[i] = frand();
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
-            double s = acc ? C[i * N + j] : 0;
-            for (int k = 0; k < K; k++) s += (double)A[i * K + k] * B[k * N + j];
+            double s = acc ? C[i * ldc + j] : 0;
+            for (int k = 0; k < K; k++) s += (double)A[i * lda + k] * B[k * ldb + j];
             R[i * N + j] = s + (bias ? b[j] : 0);
         }
-    ml_gemm(M, N, K, A, K, B, N, bias ? b : NULL, C, N, acc);
+    float guard = pad ? C[ldc - 1] : 0;
+    ml_gemm(M, N, K, A, lda, B, ldb, bias ? b : NULL, C, ldc, acc);
     double worst = 0;
-    for (int i = 0; i < M * N; i++) worst = fmax(worst, fabs(C[i] - R[i]));
-    CHECK_MSG(worst < 1e-4 * sqrt((double)K + 1), "gemm %dx%dx%d bias %d acc %d: max err %g", M,
-              N, K, bias, acc, worst);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) worst = fmax(worst, fabs(C[i * ldc + j] - R[i * N + j]));
+    CHECK_MSG(worst < 1e-4 * sqrt((double)K + 1), "%s gemm %dx%dx%d bias %d acc %d pad %d: max err %g",
+              g_isa, M, N, K, bias, acc, pad, worst);
+    if (pad) CHECK_MSG(C[ldc - 1] == guard, "%s gemm wrote past N (pad %d)", g_isa, pad);
     free(A), free(B), free(C), free(b), free(R);
 }
 
@@ -41,18 +50,20 @@ static void test_attention(int T, int heads, int hd, int causal, int use_mask, f
     int W = heads * hd;
     float *q = malloc(sizeof(float) * T * W), *k = malloc(sizeof(float) * T * W);
     float *v = malloc(sizeof(float) * T * W), *o = malloc(sizeof(float) * T * W);
-    float qs[64];
-    unsigned char ok[64];
+    float qs[128];
+    unsigned char ok[300];
     for (int i = 0; i < T * W; i++) q[i] = 4 * frand(), k[i] = 4 * frand(), v[i] = frand();
     for (int i = 0; i < hd; i++) qs[i] = 0.5f + frand() * 0.25f;
-    for (int i = 0; i < T; i++) ok[i] = use_mask ? (i % 3 != 1) : 1;
+    /* mask: every third key off, and the first 2 keys off so that causal
+     * rows 0-1 have no usable key (their output must be exactly zero) */
+    for (int i = 0; i < T; i++) ok[i] = use_mask ? (i % 3 != 1 && i > 1) : 1;
     float scale = 1.0f / sqrtf((float)hd);
     ml_attention(T, T, heads, hd, q, W, k, W, v, W, scale, qs, cap, use_mask ? ok : NULL, causal,
                  o, W);
     double worst = 0;
     for (int h = 0; h < heads; h++)
         for (int t = 0; t < T; t++) {
-            double p[64], mx = -INFINITY, sum = 0;
+            double p[300], mx = -INFINITY, sum = 0;
             int any = 0;
             for (int s = 0; s < T; s++) {
                 p[s] = NAN;
@@ -71,45 +82,112 @@ static void test_attention(int T, int heads, int hd, int causal, int use_mask, f
                 worst = fmax(worst, fabs(r - o[t * W + h * hd + i]));
             }
         }
-    CHECK_MSG(worst < 1e-5, "attention T=%d heads=%d hd=%d causal=%d mask=%d cap=%g: err %g", T,
-              heads, hd, causal, use_mask, cap, worst);
+    CHECK_MSG(worst < 1e-5, "%s attention T=%d heads=%d hd=%d causal=%d mask=%d cap=%g: err %g",
+              g_isa, T, heads, hd, causal, use_mask, cap, worst);
     free(q), free(k), free(v), free(o);
 }
 
-static void test_layernorm(void) {
-    float x[3 * 37], s[37], b[37], o[3 * 37];
-    for (int i = 0; i < 3 * 37; i++) x[i] = 10 + frand();
-    for (int i = 0; i < 37; i++) s[i] = frand(), b[i] = frand();
+/* Rows of width n with a large offset (the mean must not eat the variance). */
+static void test_layernorm(int rows, int n, float offset) {
+    float *x = malloc(sizeof(float) * rows * n), *o = malloc(sizeof(float) * rows * n);
+    float *s = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
+    for (int i = 0; i < rows * n; i++) x[i] = offset + frand();
+    for (int i = 0; i < n; i++) s[i] = frand(), b[i] = frand();
     for (int plus = 0; plus < 2; plus++) {
-        ml_layernorm(3, 37, x, s, b, 1e-5f, plus, o);
+        ml_layernorm(rows, n, x, s, b, 1e-5f, plus, o);
         double worst = 0;
-        for (int r = 0; r < 3; r++) {
+        for (int r = 0; r < rows; r++) {
+            const float *xr = x + (size_t)r * n;
             double m = 0, var = 0;
-            for (int i = 0; i < 37; i++) m += x[r * 37 + i];
-            m /= 37;
-            for (int i = 0; i < 37; i++) var += (x[r * 37 + i] - m) * (x[r * 37 + i] - m);
-            var /= 37;
-            for (int i = 0; i < 37; i++) {
-                double e = (x[r * 37 + i] - m) / sqrt(var + 1e-5) * (plus ? 1 + s[i] : s[i]) + b[i];
-                worst = fmax(worst, fabs(e - o[r * 37 + i]));
+            for (int i = 0; i < n; i++) m += xr[i];
+            m /= n;
+            for (int i = 0; i < n; i++) var += (xr[i] - m) * (xr[i] - m);
+            var /= n;
+            for (int i = 0; i < n; i++) {
+                double e = (xr[i] - m) / sqrt(var + 1e-5) * (plus ? 1 + s[i] : s[i]) + b[i];
+                worst = fmax(worst, fabs(e - o[(size_t)r * n + i]));
             }
         }
-        CHECK_MSG(worst < 1e-5, "layernorm plus_one=%d err %g", plus, worst);
+        CHECK_MSG(worst < 1e-5, "%s layernorm %dx%d plus_one=%d err %g", g_isa, rows, n, plus, worst);
     }
+    ml_layernorm(rows, n, x, s, b, 1e-5f, 0, x); /* in place */
+    ml_layernorm(rows, n, o, s, b, 1e-5f, 0, o);
+    free(x), free(o), free(s), free(b);
 }
 
-int main(void) {
-    int sizes[][3] = {{1, 1, 1}, {3, 5, 7}, {4, 64, 16}, {5, 65, 33}, {64, 64, 64},
-                      {67, 130, 200}, {197, 96, 48}, {2, 2048, 512}};
+/* quick_gelu and add over lengths that leave every possible tail, and a
+ * range of inputs that reaches exp's clamps. */
+static void test_elementwise(long n) {
+    float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n), *z = malloc(sizeof(float) * n);
+    for (long i = 0; i < n; i++) x[i] = 12 * frand() * frand() * frand() * (i % 50 == 0 ? 10 : 1), y[i] = x[i], z[i] = frand();
+    ml_quick_gelu(y, n);
+    double worst = 0;
+    for (long i = 0; i < n; i++) {
+        double e = x[i] / (1.0 + exp(-1.702 * x[i]));
+        worst = fmax(worst, fabs(e - y[i]) / fmax(1.0, fabs(e)));
+    }
+    CHECK_MSG(worst < 1e-6, "%s quick_gelu n=%ld rel err %g", g_isa, n, worst);
+    for (long i = 0; i < n; i++) y[i] = x[i];
+    ml_add(y, z, n);
+    int bad = 0;
+    for (long i = 0; i < n; i++) bad += y[i] != x[i] + z[i];
+    CHECK_MSG(bad == 0, "%s add n=%ld: %d wrong", g_isa, n, bad);
+    free(x), free(y), free(z);
+}
+
+static void test_softmax(int n, int masked) {
+    float x[300];
+    double r[300], mx = -INFINITY, sum = 0;
+    for (int i = 0; i < n; i++) x[i] = masked == 2 || (masked && i % 4 == 0) ? -INFINITY : 30 * frand();
+    for (int i = 0; i < n; i++) mx = fmax(mx, x[i]);
+    for (int i = 0; i < n; i++) sum += r[i] = mx == -INFINITY || x[i] == -INFINITY ? 0 : exp(x[i] - mx);
+    ml_softmax(x, n);
+    double worst = 0;
+    for (int i = 0; i < n; i++) worst = fmax(worst, fabs((sum > 0 ? r[i] / sum : 0) - x[i]));
+    CHECK_MSG(worst < 1e-6, "%s softmax n=%d masked=%d err %g", g_isa, n, masked, worst);
+}
+
+static void run_all(void) {
+    int sizes[][3] = {{1, 1, 1},      {3, 5, 7},      {4, 64, 16},   {5, 65, 33},
+                      {64, 64, 64},   {67, 130, 200}, {197, 96, 48}, {2, 2048, 512},
+                      {13, 33, 1},    {1, 47, 300},   {25, 31, 520}, {77, 40, 257},
+                      {100, 800, 20}, {50, 17, 600}};
     for (int t = 1; t <= 2; t++) {
         ml_set_threads(t);
         for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
-            for (int f = 0; f < 4; f++) test_gemm(sizes[i][0], sizes[i][1], sizes[i][2], f & 1, f >> 1);
+            for (int f = 0; f < 8; f++)
+                test_gemm(sizes[i][0], sizes[i][1], sizes[i][2], f & 1, (f >> 1) & 1, f & 4 ? 3 : 0);
+        test_layernorm(3, 37, 10);
+        test_layernorm(200, 768, 100);
+        test_elementwise(100003);
+        test_elementwise(7);
     }
     test_attention(7, 2, 8, 0, 0, 0);
     test_attention(9, 3, 4, 1, 1, 0);
     test_attention(2, 4, 16, 0, 0, 50.0f);
     test_attention(33, 1, 32, 1, 0, 0);
-    test_layernorm();
+    test_attention(70, 2, 64, 1, 1, 3.0f);
+    test_attention(197, 1, 64, 0, 0, 0);
+    test_attention(257, 2, 80, 0, 1, 0);
+    for (int n = 1; n < 40; n += 3)
+        for (int m = 0; m < 3; m++) test_softmax(n, m);
+    test_softmax(257, 1);
+}
+
+int main(void) {
+    int tested = 0;
+    for (int isa = ML_ISA_SCALAR; isa <= ML_ISA_AMX; isa++) {
+        if (!ml_isa_supported((ml_isa)isa)) continue;
+        ml_error err;
+        CHECK(ml_isa_set((ml_isa)isa, &err) == 0);
+        CHECK(ml_isa_active() == (ml_isa)isa);
+        g_isa = ml_isa_name((ml_isa)isa);
+        fprintf(stderr, "testing %s\n", g_isa);
+        run_all();
+        tested++;
+    }
+    CHECK(tested >= 1);
+    CHECK(ml_isa_parse("avx512") == ML_ISA_AVX512 && ml_isa_parse("bogus") == -1);
+    CHECK(ml_isa_set((ml_isa)7, NULL) == -1);
     return check_done("test_kernels");
 }

@@ -1,0 +1,70 @@
+/* bench_qgemm - GFLOP/s (int8: GOP/s, 2 per multiply-add) of ml_gemm_packed
+ * per shape, ISA and precision, with fp32 ml_gemm for comparison.  Shapes:
+ * the ViT-B/16 batch-8 linear layers (M = 8 * 197) and text-tower sizes.
+ * Usage: bench_qgemm [threads] [reps].  Best of `reps` runs is reported
+ * (the machine is shared; the best run is the least disturbed). */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/progress.h"
+#include "core/threads.h"
+#include "kernels/gemm.h"
+#include "kernels/precision.h"
+#include "magiclens.h"
+
+typedef struct shape {
+    int M, N, K;
+} shape;
+
+static double best_of(int reps, int M, const float *A, const ml_packed *p, const shape *s,
+                      const float *B, float *C) {
+    double best = 1e30;
+    for (int r = 0; r <= reps; r++) { /* run 0 warms caches and pages */
+        double t0 = ml_now();
+        if (p) ml_gemm_packed(M, A, s->K, p, NULL, C, s->N, 0);
+        else ml_gemm(M, s->N, s->K, A, s->K, B, s->N, NULL, C, s->N, 0);
+        double dt = ml_now() - t0;
+        if (r > 0 && dt < best) best = dt;
+    }
+    return best;
+}
+
+static void bench_shape(const shape *s, int reps) {
+    float *A = malloc(sizeof(float) * (size_t)s->M * s->K);
+    float *B = malloc(sizeof(float) * (size_t)s->K * s->N);
+    float *C = malloc(sizeof(float) * (size_t)s->M * s->N);
+    for (size_t i = 0; i < (size_t)s->M * s->K; i++) A[i] = (float)((i * 7919) % 201) / 100.0f - 1.0f;
+    for (size_t i = 0; i < (size_t)s->K * s->N; i++) B[i] = (float)((i * 104729) % 199) / 1000.0f - 0.1f;
+    double flop = 2.0 * s->M * s->N * s->K;
+    printf("M=%-5d N=%-5d K=%-5d", s->M, s->N, s->K);
+    double t = best_of(reps, s->M, A, NULL, s, B, C);
+    printf(" | fp32 %7.1f", flop / t / 1e9);
+    for (int prec = ML_PREC_BF16; prec <= ML_PREC_INT8; prec++)
+        for (int isa = ML_ISA_SCALAR; isa <= ML_ISA_AMX; isa++) {
+            if (isa == ML_ISA_AVX2 || !ml_isa_supported((ml_isa)isa)) continue; /* avx2 = scalar path */
+            if (isa == ML_ISA_SCALAR && s->M * (double)s->N * s->K > 2e8) {
+                printf(" | %s/%s %7s", ml_precision_name((ml_precision)prec), ml_isa_name((ml_isa)isa), "-");
+                continue; /* the portable path is for correctness; too slow to time here */
+            }
+            ml_packed *p = ml_pack_weights(B, s->K, s->N, (ml_precision)prec, (ml_isa)isa, NULL);
+            if (!p) continue;
+            t = best_of(reps, s->M, A, p, s, B, C);
+            printf(" | %s/%s %7.1f", ml_precision_name((ml_precision)prec), ml_isa_name((ml_isa)isa),
+                   flop / t / 1e9);
+            ml_packed_free(p);
+        }
+    printf("\n");
+    fflush(stdout);
+    free(A), free(B), free(C);
+}
+
+int main(int argc, char **argv) {
+    const shape shapes[] = {{1576, 768, 768},  {1576, 2304, 768}, {1576, 3072, 768},
+                            {1576, 768, 3072}, {616, 512, 512},   {77, 512, 512},
+                            {1, 512, 512}};
+    if (argc > 1) ml_set_threads(atoi(argv[1]));
+    int reps = argc > 2 ? atoi(argv[2]) : 5;
+    printf("GFLOP/s (int8: GOP/s), best of %d, %d threads\n", reps, ml_num_threads());
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) bench_shape(&shapes[i], reps);
+    return 0;
+}

@@ -1,0 +1,136 @@
+/* cpu.c - which instruction set the kernels use.
+ *
+ * Detection runs once (pthread_once): cpuid for the instructions, xgetbv for
+ * the register state the OS saves (a CPU may have AVX-512 while the kernel
+ * does not context-switch the ZMM registers), and, for AMX, the Linux
+ * permission request for the tile data state.  MAGICLENS_ISA is read at the
+ * same time.  The active path is the one piece of mutable state: an atomic
+ * that ml_isa_set() may change (tests loop over every path). */
+#include "kernels/cpu.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+typedef struct cpu_caps {
+    int isa_ok[4]; /* indexed by ml_isa */
+    int bf16, vnni;
+} cpu_caps;
+
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static cpu_caps g_caps; /* written once inside pthread_once, then read-only */
+static atomic_int g_active = -1;
+
+static const char *const isa_names[] = {"scalar", "avx2", "avx512", "amx"};
+
+#if defined(__x86_64__)
+static unsigned long long read_xcr0(void) {
+    unsigned int lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((unsigned long long)hi << 32) | lo;
+}
+
+/* Linux refuses AMX tile data until the process asks for it (kernel >= 5.16). */
+static int request_amx_permission(void) {
+    const long arch_req_xcomp_perm = 0x1023, xfeature_xtiledata = 18;
+    return syscall(SYS_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata) == 0;
+}
+
+static void detect_x86(cpu_caps *c) {
+    unsigned int a, b, cx, d;
+    if (!__get_cpuid(1, &a, &b, &cx, &d)) return;
+    int osxsave = (cx >> 27) & 1, avx = (cx >> 28) & 1, fma = (cx >> 12) & 1;
+    if (!osxsave || !avx) return;
+    unsigned long long xcr0 = read_xcr0();
+    int ymm_state = (xcr0 & 0x6) == 0x6;             /* SSE + AVX state */
+    int zmm_state = ymm_state && (xcr0 & 0xe0) == 0xe0; /* opmask, ZMM_Hi256, Hi16_ZMM */
+    int tile_state = (xcr0 & 0x60000) == 0x60000;     /* XTILECFG + XTILEDATA */
+    unsigned int max_leaf = __get_cpuid_max(0, NULL);
+    if (max_leaf < 7) return;
+    __cpuid_count(7, 0, a, b, cx, d);
+    int avx2 = (b >> 5) & 1, f = (b >> 16) & 1, bw = (b >> 30) & 1, vl = (b >> 31) & 1;
+    int vnni = (cx >> 11) & 1;
+    int amx = ((d >> 22) & 1) && ((d >> 24) & 1) && ((d >> 25) & 1); /* BF16, TILE, INT8 */
+    unsigned int max_sub = a;
+    int bf16 = 0;
+    if (max_sub >= 1) {
+        __cpuid_count(7, 1, a, b, cx, d);
+        bf16 = (a >> 5) & 1;
+    }
+    c->isa_ok[ML_ISA_AVX2] = ymm_state && avx2 && fma;
+    c->isa_ok[ML_ISA_AVX512] = c->isa_ok[ML_ISA_AVX2] && zmm_state && f && bw && vl;
+    c->bf16 = c->isa_ok[ML_ISA_AVX512] && bf16;
+    c->vnni = c->isa_ok[ML_ISA_AVX512] && vnni;
+    c->isa_ok[ML_ISA_AMX] = c->isa_ok[ML_ISA_AVX512] && amx && request_amx_permission() &&
+                            tile_state;
+}
+#endif
+
+static void detect(void) {
+    cpu_caps *c = &g_caps;
+    memset(c, 0, sizeof *c);
+    c->isa_ok[ML_ISA_SCALAR] = 1;
+#if defined(__x86_64__)
+    detect_x86(c);
+#endif
+    const char *env = getenv("MAGICLENS_ISA");
+    int forced = env && *env ? ml_isa_parse(env) : -1;
+    int best = ML_ISA_SCALAR;
+    for (int i = ML_ISA_AMX; i > ML_ISA_SCALAR; i--)
+        if (c->isa_ok[i]) {
+            best = i;
+            break;
+        }
+    /* An unusable MAGICLENS_ISA never selects a path the CPU cannot run: the
+     * best one stays active, and the model loader reports the error with
+     * ml_isa_set(ml_isa_parse(getenv("MAGICLENS_ISA")), err). */
+    atomic_store(&g_active, forced >= 0 && c->isa_ok[forced] ? forced : best);
+}
+
+static const cpu_caps *caps(void) {
+    pthread_once(&g_once, detect);
+    return &g_caps;
+}
+
+int ml_isa_supported(ml_isa isa) {
+    if ((int)isa < 0 || (int)isa > ML_ISA_AMX) return 0;
+    return caps()->isa_ok[isa];
+}
+
+int ml_cpu_has_avx512_bf16(void) { return caps()->bf16; }
+int ml_cpu_has_avx512_vnni(void) { return caps()->vnni; }
+
+ml_isa ml_isa_active(void) {
+    caps();
+    return (ml_isa)atomic_load(&g_active);
+}
+
+int ml_isa_set(ml_isa isa, ml_error *err) {
+    if ((int)isa < 0 || (int)isa > ML_ISA_AMX)
+        return ml_fail(err, "unknown instruction set %d (MAGICLENS_ISA: scalar, avx2, avx512, amx)",
+                       (int)isa);
+    if (!ml_isa_supported(isa))
+        return ml_fail(err, "this machine cannot run the %s kernels", isa_names[isa]);
+    atomic_store(&g_active, (int)isa);
+    return 0;
+}
+
+const char *ml_isa_name(ml_isa isa) {
+    return (int)isa >= 0 && (int)isa <= ML_ISA_AMX ? isa_names[isa] : "unknown";
+}
+
+int ml_isa_parse(const char *name) {
+    if (!name) return -1;
+    for (int i = 0; i <= ML_ISA_AMX; i++)
+        if (strcmp(name, isa_names[i]) == 0) return i;
+    return -1;
+}

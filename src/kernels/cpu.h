@@ -1,0 +1,32 @@
+/* cpu.h - run-time choice of the instruction set the kernels use.
+ *
+ * The best path the CPU (and, for AMX, the kernel) supports is chosen once;
+ * MAGICLENS_ISA=scalar|avx2|avx512|amx forces one (an unsupported forced path
+ * is an error at model load, not a crash).  Tests call ml_isa_set() to run
+ * every supported path.  This is the runtime's only mutable global state. */
+#ifndef ML_KERNELS_CPU_H
+#define ML_KERNELS_CPU_H
+
+#include "magiclens.h"
+
+typedef enum ml_isa {
+    ML_ISA_SCALAR = 0, /* portable C */
+    ML_ISA_AVX2 = 1,   /* AVX2 + FMA */
+    ML_ISA_AVX512 = 2, /* AVX-512 F/BW/VL (+ BF16 / VNNI when present) */
+    ML_ISA_AMX = 3,    /* AVX512 + AMX tiles (BF16 / INT8) */
+} ml_isa;
+
+/* 1 when this machine (and OS, for AVX-512 state and AMX permission) can run `isa`. */
+int ml_isa_supported(ml_isa isa);
+/* Finer features used by the low-precision kernels. */
+int ml_cpu_has_avx512_bf16(void);
+int ml_cpu_has_avx512_vnni(void);
+/* The path in use: MAGICLENS_ISA if set, else the best supported. */
+ml_isa ml_isa_active(void);
+/* Forces a path; -1 with a message when the machine cannot run it. */
+int ml_isa_set(ml_isa isa, ml_error *err);
+const char *ml_isa_name(ml_isa isa);
+/* Parses "scalar"/"avx2"/"avx512"/"amx"; -1 if unknown. */
+int ml_isa_parse(const char *name);
+
+#endif

@@ -1,0 +1,59 @@
+/* gemm_isa.h - the per-instruction-set kernels behind ml_gemm and the ops
+ * (internal to src/kernels).
+ *
+ * Each SIMD file (gemm_avx2.c, gemm_avx512.c, ops_avx2.c, ops_avx512.c) is
+ * compiled with its own -m flags and is only called after cpu.c has said the
+ * machine can run it; everything else in the binary stays baseline x86-64. */
+#ifndef ML_KERNELS_GEMM_ISA_H
+#define ML_KERNELS_GEMM_ISA_H
+
+#include "kernels/cpu.h"
+
+#define ML_GEMM_MR_MAX 16 /* most rows any micro-kernel takes */
+
+/* One row block of A against n columns of B: C[mr, n] (=|+=) A @ B.
+ * a, b and c point at the block's first row / column; row r of A is at
+ * a + r * lda.  load_c: add the existing C; bias (or NULL) is added
+ * once, by the first K block. */
+typedef struct ml_gemm_panel {
+    const float *a;
+    long lda;
+    int mr, kc, n;
+    const float *b;
+    long ldb;
+    float *c;
+    long ldc;
+    const float *bias;
+    int load_c;
+} ml_gemm_panel;
+
+typedef struct ml_gemm_impl {
+    int mr;                                   /* rows per micro-kernel */
+    void (*panel)(const ml_gemm_panel *p);
+} ml_gemm_impl;
+
+/* NULL when the ISA has no SIMD GEMM (scalar). */
+const ml_gemm_impl *ml_gemm_impl_for(ml_isa isa);
+
+/* Single-threaded ml_gemm (for callers already inside ml_parallel_for). */
+void ml_gemm_serial(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                    const float *bias, float *C, int ldc, int accumulate);
+
+/* The element-wise / row kernels of one ISA. */
+typedef struct ml_ops_impl {
+    void (*quick_gelu)(float *x, long n);
+    void (*add)(float *y, const float *x, long n);
+    void (*layernorm_row)(int n, const float *x, const float *scale, const float *bias, float eps,
+                          int plus_one, float *out);
+    /* x = softmax(x * scale) over n values; -INFINITY entries get exactly 0. */
+    void (*softmax_row)(float *x, int n, float scale);
+} ml_ops_impl;
+
+const ml_ops_impl *ml_ops_impl_for(ml_isa isa);
+
+#if defined(__x86_64__)
+extern const ml_gemm_impl ml_gemm_avx2, ml_gemm_avx512;
+extern const ml_ops_impl ml_ops_avx2, ml_ops_avx512;
+#endif
+
+#endif

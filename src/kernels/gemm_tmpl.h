@@ -1,0 +1,122 @@
+/* gemm_tmpl.h - the SIMD GEMM micro-kernel, instantiated by gemm_avx2.c and
+ * gemm_avx512.c (after gemm_simd.h and GEMM_MR / GEMM_NV are defined).
+ *
+ * Broadcast-A / load-B-row: an mr x (GEMM_NV * VL) block of C lives in
+ * registers; each k loads GEMM_NV vectors of one B row (B used in place, row
+ * stride ldb) and broadcasts mr A values (A in place too), so every B load
+ * feeds mr FMAs.  The driver (gemm.c) keeps the A row block in L1 and the
+ * Kc x Nc slab of B in L2 while this walks across the slab's panels. */
+#include "kernels/gemm_isa.h"
+
+#define GEMM_NR (GEMM_NV * VL)
+
+/* Full unrolling of the constant-trip r / v loops is what keeps acc[][] in
+ * registers (a rolled loop indexes the array and puts it in memory). */
+#if defined(__clang__)
+#define ML_UNROLL _Pragma("unroll")
+#else
+#define ML_UNROLL _Pragma("GCC unroll 16")
+#endif
+#ifndef GEMM_PF
+#define GEMM_PF 8
+#endif
+#define GEMM_PF_DUMMY /* B rows prefetched ahead: covers the L2 latency */
+
+/* C tile epilogue: + bias, + old C, store (masked on a partial panel). */
+ML_INLINE void tile_store(vf acc[GEMM_MR][GEMM_NV], int mr, const ml_gemm_panel *p, float *c,
+                          const float *bias, const vm *mask, int masked) {
+ML_UNROLL
+    for (int v = 0; v < GEMM_NV; v++) {
+        vf bv = vzero();
+        if (bias) bv = masked ? vload_m(bias + v * VL, mask[v]) : vload(bias + v * VL);
+ML_UNROLL
+        for (int r = 0; r < mr; r++) {
+            float *cp = c + r * p->ldc + v * VL;
+            vf x = vadd(acc[r][v], bv);
+            if (masked) {
+                if (p->load_c) x = vadd(x, vload_m(cp, mask[v]));
+                vstore_m(cp, x, mask[v]);
+            } else {
+                if (p->load_c) x = vadd(x, vload(cp));
+                vstore(cp, x);
+            }
+        }
+    }
+}
+
+/* mr and masked are compile-time constants at every call site, so each
+ * (mr, masked) pair becomes its own fully unrolled register-blocked loop. */
+ML_INLINE void ukernel(int mr, int masked, const ml_gemm_panel *p, const float *b, float *c,
+                       const float *bias, int ncols) {
+    vf acc[GEMM_MR][GEMM_NV];
+    vm mask[GEMM_NV];
+    for (int v = 0; v < GEMM_NV; v++) mask[v] = vmask(ncols - v * VL);
+ML_UNROLL
+    for (int r = 0; r < mr; r++)
+ML_UNROLL
+        for (int v = 0; v < GEMM_NV; v++) acc[r][v] = vzero();
+    const float *a = p->a;
+    const long ldb = p->ldb, lda = p->lda;
+    for (int k = 0; k < p->kc; k++, a++, b += ldb) {
+        vf bv[GEMM_NV];
+ML_UNROLL
+        for (int v = 0; v < GEMM_NV; v++) {
+            bv[v] = masked ? vload_m(b + v * VL, mask[v]) : vload(b + v * VL);
+        }
+        if (!masked) _mm_prefetch((const char *)(b + GEMM_PF * ldb), _MM_HINT_T0);
+#if GEMM_NR * 4 > 64
+        if (!masked) _mm_prefetch((const char *)(b + GEMM_PF * ldb + 16), _MM_HINT_T0);
+#endif
+ML_UNROLL
+        for (int r = 0; r < mr; r++) {
+            vf av = vset1(a[r * lda]);
+ML_UNROLL
+            for (int v = 0; v < GEMM_NV; v++) acc[r][v] = vfma(av, bv[v], acc[r][v]);
+        }
+    }
+    tile_store(acc, mr, p, c, bias, mask, masked);
+}
+
+/* One call per (mr, masked): a switch turns the runtime mr into a constant. */
+#define GEMM_R(R) (R < GEMM_MR ? R : GEMM_MR)
+#define GEMM_CASE(R)                                                        \
+    case R:                                                                 \
+        if (masked) ukernel(GEMM_R(R), 1, p, b, c, bias, ncols);            \
+        else ukernel(GEMM_R(R), 0, p, b, c, bias, ncols);                   \
+        break;
+
+static void panel_tile(const ml_gemm_panel *p, const float *b, float *c, const float *bias,
+                       int ncols) {
+    int masked = ncols < GEMM_NR;
+    switch (p->mr) {
+        GEMM_CASE(1)
+        GEMM_CASE(2)
+        GEMM_CASE(3)
+        GEMM_CASE(4)
+        GEMM_CASE(5)
+        GEMM_CASE(6)
+#if GEMM_MR > 6
+        GEMM_CASE(7)
+        GEMM_CASE(8)
+        GEMM_CASE(9)
+        GEMM_CASE(10)
+        GEMM_CASE(11)
+        GEMM_CASE(12)
+#endif
+#if GEMM_MR > 12
+        GEMM_CASE(13)
+        GEMM_CASE(14)
+#endif
+    default:
+        break;
+    }
+}
+
+static void gemm_panel(const ml_gemm_panel *p) {
+    for (int j = 0; j < p->n; j += GEMM_NR) {
+        int ncols = p->n - j < GEMM_NR ? p->n - j : GEMM_NR;
+        panel_tile(p, p->b + j, p->c + j, p->bias ? p->bias + j : NULL, ncols);
+    }
+}
+
+const ml_gemm_impl ML_ISA_NAME(ml_gemm) = {GEMM_MR, gemm_panel};

@@ -1,0 +1,161 @@
+/* ops_tmpl.h - SIMD element-wise and row kernels, instantiated by
+ * ops_avx2.c and ops_avx512.c after gemm_simd.h. */
+#include <math.h>
+
+#include "kernels/gemm_isa.h"
+
+/* exp(x), Cephes expf: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two
+ * so n*ln2 is exact), e^r by a degree-7 polynomial, 2^n by exponent bits.
+ * About 1 ulp over the float range; x < -87.3 (incl. -inf) gives exactly 0,
+ * which is what a masked softmax entry needs. */
+ML_INLINE vf vexp(vf x) {
+    const float lo = -87.33654f; /* ln(FLT_MIN): 2^n stays a normal number */
+    vf xc = vmax(vmin(x, vset1(88.3762626647949f)), vset1(lo));
+    vf n = vround(vmul(xc, vset1(1.44269504088896341f)));
+    vf r = vfma(n, vset1(-0.693359375f), xc);
+    r = vfma(n, vset1(2.12194440e-4f), r);
+    vf p = vset1(1.9875691500e-4f);
+    p = vfma(p, r, vset1(1.3981999507e-3f));
+    p = vfma(p, r, vset1(8.3334519073e-3f));
+    p = vfma(p, r, vset1(4.1665795894e-2f));
+    p = vfma(p, r, vset1(1.6666665459e-1f));
+    p = vfma(p, r, vset1(5.0000001201e-1f));
+    vf r2 = vmul(r, r);
+    p = vfma(p, r2, vadd(r, vset1(1.0f)));
+    return vzero_below(x, vmul(p, vpow2i(n)), lo);
+}
+
+static void quick_gelu(float *x, long n) {
+    long i = 0;
+    for (; i + VL <= n; i += VL) {
+        vf v = vload(x + i);
+        vf e = vexp(vmul(v, vset1(-1.702f)));
+        vstore(x + i, vdiv(v, vadd(vset1(1.0f), e)));
+    }
+    if (i < n) {
+        vm m = vmask((int)(n - i));
+        vf v = vload_m(x + i, m);
+        vf e = vexp(vmul(v, vset1(-1.702f)));
+        vstore_m(x + i, vdiv(v, vadd(vset1(1.0f), e)), m);
+    }
+}
+
+static void add(float *y, const float *x, long n) {
+    long i = 0;
+    for (; i + VL <= n; i += VL) vstore(y + i, vadd(vload(y + i), vload(x + i)));
+    if (i < n) {
+        vm m = vmask((int)(n - i));
+        vstore_m(y + i, vadd(vload_m(y + i, m), vload_m(x + i, m)), m);
+    }
+}
+
+/* Row statistics in double (as the scalar path): the float values are
+ * widened 4 / 8 at a time, so this costs about what a float loop would. */
+#if defined(ML_SIMD_AVX512)
+typedef __m512d vd;
+#define VDL 8
+ML_INLINE vd vd_load(const float *p) { return _mm512_cvtps_pd(_mm256_loadu_ps(p)); }
+ML_INLINE vd vd_zero(void) { return _mm512_setzero_pd(); }
+ML_INLINE vd vd_set1(double a) { return _mm512_set1_pd(a); }
+ML_INLINE vd vd_add(vd a, vd b) { return _mm512_add_pd(a, b); }
+ML_INLINE vd vd_sub(vd a, vd b) { return _mm512_sub_pd(a, b); }
+ML_INLINE vd vd_fma(vd a, vd b, vd c) { return _mm512_fmadd_pd(a, b, c); }
+ML_INLINE double vd_hsum(vd a) { return _mm512_reduce_add_pd(a); }
+#else
+typedef __m256d vd;
+#define VDL 4
+ML_INLINE vd vd_load(const float *p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
+ML_INLINE vd vd_zero(void) { return _mm256_setzero_pd(); }
+ML_INLINE vd vd_set1(double a) { return _mm256_set1_pd(a); }
+ML_INLINE vd vd_add(vd a, vd b) { return _mm256_add_pd(a, b); }
+ML_INLINE vd vd_sub(vd a, vd b) { return _mm256_sub_pd(a, b); }
+ML_INLINE vd vd_fma(vd a, vd b, vd c) { return _mm256_fmadd_pd(a, b, c); }
+ML_INLINE double vd_hsum(vd a) {
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+#endif
+
+static double row_mean(const float *x, int n) {
+    vd s0 = vd_zero(), s1 = vd_zero();
+    int i = 0;
+    for (; i + 2 * VDL <= n; i += 2 * VDL) s0 = vd_add(s0, vd_load(x + i)), s1 = vd_add(s1, vd_load(x + i + VDL));
+    double s = vd_hsum(vd_add(s0, s1));
+    for (; i < n; i++) s += x[i];
+    return s / n;
+}
+
+static double row_var(const float *x, int n, double mean) {
+    vd s0 = vd_zero(), s1 = vd_zero(), m = vd_set1(mean);
+    int i = 0;
+    for (; i + 2 * VDL <= n; i += 2 * VDL) {
+        vd d0 = vd_sub(vd_load(x + i), m), d1 = vd_sub(vd_load(x + i + VDL), m);
+        s0 = vd_fma(d0, d0, s0), s1 = vd_fma(d1, d1, s1);
+    }
+    double s = vd_hsum(vd_add(s0, s1));
+    for (; i < n; i++) s += (x[i] - mean) * (x[i] - mean);
+    return s / n;
+}
+
+/* The normalisation itself in float, with the mean split into hi + lo
+ * floats: x - hi is exact when x is near the mean (Sterbenz), so large
+ * offsets (residual streams of ~100) do not lose the deviation's bits. */
+static void layernorm_row(int n, const float *x, const float *scale, const float *bias, float eps,
+                          int plus_one, float *out) {
+    double mean = row_mean(x, n);
+    double inv = 1.0 / sqrt(row_var(x, n, mean) + eps);
+    float hi = (float)mean;
+    vf vmean = vset1(hi), vlo = vset1((float)(mean - hi)), vinv = vset1((float)inv), one = vset1(plus_one ? 1.0f : 0.0f);
+    int i = 0;
+    for (; i + VL <= n; i += VL) {
+        vf s = vadd(vload(scale + i), one);
+        vf y = vmul(vmul(vsub(vsub(vload(x + i), vmean), vlo), vinv), s);
+        vstore(out + i, vadd(y, vload(bias + i)));
+    }
+    if (i < n) {
+        vm m = vmask(n - i);
+        vf s = vadd(vload_m(scale + i, m), one);
+        vf y = vmul(vmul(vsub(vsub(vload_m(x + i, m), vmean), vlo), vinv), s);
+        vstore_m(out + i, vadd(y, vload_m(bias + i, m)), m);
+    }
+}
+
+static float row_max_scaled(const float *x, int n, float scale) {
+    vf mx = vset1(-INFINITY), sc = vset1(scale);
+    int i = 0;
+    for (; i + VL <= n; i += VL) mx = vmax(mx, vmul(vload(x + i), sc));
+    float m = vhmax(mx);
+    for (; i < n; i++) m = fmaxf(m, x[i] * scale);
+    return m;
+}
+
+/* x = exp(x*scale - max) / sum; a row whose entries are all -inf is left
+ * all zero (the attention caller treats it as having no usable key). */
+static void softmax_row(float *x, int n, float scale) {
+    float mx = row_max_scaled(x, n, scale);
+    if (mx == -INFINITY) {
+        for (int i = 0; i < n; i++) x[i] = 0;
+        return;
+    }
+    vf sc = vset1(scale), vmx = vset1(mx), sum = vzero();
+    int i = 0;
+    for (; i + VL <= n; i += VL) {
+        vf e = vexp(vsub(vmul(vload(x + i), sc), vmx));
+        vstore(x + i, e);
+        sum = vadd(sum, e);
+    }
+    if (i < n) {
+        vm m = vmask(n - i);
+        vf e = vexp(vsub(vmul(vload_m(x + i, m), sc), vmx));
+        vstore_m(x + i, e, m);
+        sum = vadd(sum, vload_m(x + i, m)); /* masked lanes load as 0 */
+    }
+    vf inv = vset1(1.0f / vhsum(sum));
+    for (i = 0; i + VL <= n; i += VL) vstore(x + i, vmul(vload(x + i), inv));
+    if (i < n) {
+        vm m = vmask(n - i);
+        vstore_m(x + i, vmul(vload_m(x + i, m), inv), m);
+    }
+}
+
+const ml_ops_impl ML_ISA_NAME(ml_ops) = {quick_gelu, add, layernorm_row, softmax_row};

@@ -1,0 +1,356 @@
+/* qgemm.c - low-precision (bf16 / int8) linear layers: weight packing, the
+ * per-call activation packing, run-time kernel choice, threading, and the
+ * portable reference kernels that every machine can run.
+ *
+ * Layout and the int8 scheme are described in qgemm_internal.h.  The portable
+ * path computes the same math as the SIMD/AMX kernels on the same packed
+ * data (same bf16 rounding, same quantised integers), so paths differ only by
+ * float32 summation order. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/mem.h"
+#include "core/threads.h"
+#include "kernels/gemm.h"
+#include "kernels/qgemm_internal.h"
+
+#define QG_MB 64                 /* rows per parallel task (multiple of QG_MPAD) */
+#define QG_B_BLOCK (1024 * 1024) /* B bytes a task keeps in L2 (half of 2 MB): 1 MB
+                                   * doubled K=3072 AMX speed vs 384 KB */
+#define QG_INT8_MAX_K 65536      /* 255 * 127 * K must fit an int32 */
+
+/* ---- scalar conversions (also the reference for the SIMD packers) ---- */
+
+/* float -> bf16, round to nearest even; NaN stays a (quiet) NaN. */
+static uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+static int round_up(int v, int m) { return (v + m - 1) / m * m; }
+
+/* ---- weight packing ---- */
+
+static void pack_bf16(const float *B, int K, int N, ml_packed *p) {
+    uint16_t *w = p->w;
+    for (int pn = 0; pn < p->panels; pn++) {
+        uint16_t *dst = w + (size_t)pn * p->Kp * QG_NR;
+        for (int k = 0; k < K; k++)
+            for (int c = 0; c < QG_NR && pn * QG_NR + c < N; c++)
+                dst[(size_t)(k / 2) * 32 + c * 2 + k % 2] =
+                    f32_to_bf16(B[(size_t)k * N + pn * QG_NR + c]);
+    }
+}
+
+/* Symmetric per-column quantisation: q = round(b * 127 / max|b|). */
+static void pack_int8(const float *B, int K, int N, ml_packed *p) {
+    int8_t *w = p->w;
+    for (int n = 0; n < N; n++) {
+        float mx = 0.0f;
+        for (int k = 0; k < K; k++) mx = fmaxf(mx, fabsf(B[(size_t)k * N + n]));
+        float inv = mx > 0.0f ? 127.0f / mx : 0.0f;
+        p->scale[n] = mx / 127.0f;
+        int8_t *dst = w + (size_t)(n / QG_NR) * p->Kp * QG_NR;
+        int c = n % QG_NR, sum = 0;
+        for (int k = 0; k < K; k++) {
+            int q = clampi((int)lrintf(B[(size_t)k * N + n] * inv), -127, 127);
+            dst[(size_t)(k / 4) * 64 + c * 4 + k % 4] = (int8_t)q;
+            sum += q;
+        }
+        p->colsum[n] = sum;
+    }
+}
+
+static qg_kernel choose_kernel(ml_precision prec, ml_isa isa) {
+#if defined(__x86_64__)
+    if (isa == ML_ISA_AMX) return QG_AMX;
+    if (isa == ML_ISA_AVX512 && (prec == ML_PREC_BF16 ? ml_cpu_has_avx512_bf16()
+                                                 : ml_cpu_has_avx512_vnni()))
+        return QG_AVX512;
+#else
+    (void)prec, (void)isa;
+#endif
+    return QG_REF;
+}
+
+ml_packed *ml_pack_weights(const float *B, int K, int N, ml_precision prec, ml_isa isa,
+                           ml_error *err) {
+    if (K < 0 || N <= 0 || (prec != ML_PREC_FP32 && prec != ML_PREC_BF16 && prec != ML_PREC_INT8)) {
+        ml_fail(err, "ml_pack_weights: bad shape %dx%d or precision %d", K, N, (int)prec);
+        return NULL;
+    }
+    if (!ml_isa_supported(isa)) { /* also asks Linux for AMX permission */
+        ml_fail(err, "ml_pack_weights: this machine cannot run the %s kernels", ml_isa_name(isa));
+        return NULL;
+    }
+    if (prec == ML_PREC_INT8 && K > QG_INT8_MAX_K) {
+        ml_fail(err, "ml_pack_weights: int8 K=%d over %d would overflow int32", K, QG_INT8_MAX_K);
+        return NULL;
+    }
+    ml_packed *p = ml_calloc(1, sizeof *p, err);
+    if (!p) return NULL;
+    p->prec = prec, p->isa = isa, p->K = K, p->N = N;
+    p->kernel = prec == ML_PREC_FP32 ? QG_REF : choose_kernel(prec, isa);
+    /* AVX-512 activation packers: the bf16 one needs vcvtne2ps2bf16 */
+    p->simd_a = p->kernel != QG_REF && (prec == ML_PREC_INT8 || ml_cpu_has_avx512_bf16());
+    p->panels = (N + QG_NR - 1) / QG_NR;
+    p->Kp = round_up(K > 0 ? K : 1, prec == ML_PREC_INT8 ? 64 : 32);
+    size_t cols = (size_t)p->panels * QG_NR;
+    if (prec == ML_PREC_FP32) p->bytes = (size_t)K * N * sizeof(float);
+    else p->bytes = (size_t)p->Kp * cols * (prec == ML_PREC_BF16 ? 2 : 1);
+    p->w = ml_aligned_alloc(p->bytes, err);
+    if (prec == ML_PREC_INT8) {
+        p->scale = ml_calloc(cols, sizeof(float), err);
+        p->colsum = ml_calloc(cols, sizeof(int32_t), err);
+        p->bytes += cols * (sizeof(float) + sizeof(int32_t));
+    }
+    if (!p->w || (prec == ML_PREC_INT8 && (!p->scale || !p->colsum))) {
+        ml_packed_free(p);
+        return NULL;
+    }
+    if (prec == ML_PREC_FP32) {
+        if (p->bytes) memcpy(p->w, B, p->bytes);
+        return p;
+    }
+    memset(p->w, 0, (size_t)p->Kp * cols * (prec == ML_PREC_BF16 ? 2 : 1));
+    if (prec == ML_PREC_BF16) pack_bf16(B, K, N, p);
+    else pack_int8(B, K, N, p);
+    return p;
+}
+
+void ml_packed_free(ml_packed *p) {
+    if (!p) return;
+    free(p->w);
+    free(p->scale);
+    free(p->colsum);
+    free(p);
+}
+
+size_t ml_packed_bytes(const ml_packed *p) { return p ? p->bytes + sizeof *p : 0; }
+
+/* ---- activation packing (portable) ---- */
+
+static void ref_pack_bf16(const float *A, int lda, int K, int Kp, uint16_t *dst, int r0, int r1) {
+    for (int i = r0; i < r1; i++) {
+        uint16_t *d = dst + (size_t)i * Kp;
+        const float *a = A + (size_t)i * lda;
+        for (int k = 0; k < K; k++) d[k] = f32_to_bf16(a[k]);
+        for (int k = K; k < Kp; k++) d[k] = 0;
+    }
+}
+
+/* Asymmetric per-row u8: scale = (max - min) / 255 with 0 in [min, max], and
+ * zero point z = round(-min / scale), so 0.0 is exactly representable.  The
+ * AVX-512 packer does the same float operations in the same order. */
+static void ref_pack_u8(const float *A, int lda, int K, int Kp, uint8_t *dst, float *scale,
+                        int32_t *zero, int r0, int r1) {
+    for (int i = r0; i < r1; i++) {
+        const float *a = A + (size_t)i * lda;
+        float mn = 0.0f, mx = 0.0f;
+        for (int k = 0; k < K; k++) mn = fminf(mn, a[k]), mx = fmaxf(mx, a[k]);
+        float s = (mx - mn) / 255.0f, inv = s > 0.0f ? 1.0f / s : 0.0f;
+        int z = clampi((int)lrintf(-mn * inv), 0, 255);
+        scale[i] = s, zero[i] = z;
+        uint8_t *d = dst + (size_t)i * Kp;
+        for (int k = 0; k < K; k++) d[k] = (uint8_t)clampi((int)lrintf(a[k] * inv) + z, 0, 255);
+        for (int k = K; k < Kp; k++) d[k] = 0;
+    }
+}
+
+/* ---- portable reference kernels ---- */
+
+/* C row i, panel p <- v (16 values, already dequantised), + bias, + C. */
+static void store_row(const qg_job *j, int i, int p, const float *v) {
+    float *c = j->C + (size_t)i * j->ldc + p * QG_NR;
+    const float *bias = j->bias ? j->bias + p * QG_NR : NULL;
+    int nc = qg_panel_cols(j->B, p);
+    for (int n = 0; n < nc; n++) {
+        float x = v[n] + (bias ? bias[n] : 0.0f);
+        c[n] = j->accumulate ? c[n] + x : x;
+    }
+}
+
+void qg_ref_bf16(const qg_job *j, int i0, int i1, int p0, int p1) {
+    int M = j->A->M, Kp = j->A->Kp;
+    for (int p = p0; p < p1; p++) {
+        const uint16_t *w = qg_panel(j->B, p);
+        for (int i = i0; i < i1 && i < M; i++) {
+            const uint16_t *a = (const uint16_t *)j->A->a + (size_t)i * Kp;
+            float acc[QG_NR] = {0};
+            for (int kp = 0; kp < Kp / 2; kp++) {
+                float a0 = bf16_to_f32(a[2 * kp]), a1 = bf16_to_f32(a[2 * kp + 1]);
+                const uint16_t *b = w + (size_t)kp * 32;
+                for (int n = 0; n < QG_NR; n++)
+                    acc[n] += a0 * bf16_to_f32(b[2 * n]) + a1 * bf16_to_f32(b[2 * n + 1]);
+            }
+            store_row(j, i, p, acc);
+        }
+    }
+}
+
+void qg_ref_int8(const qg_job *j, int i0, int i1, int p0, int p1) {
+    int M = j->A->M, Kp = j->A->Kp;
+    for (int p = p0; p < p1; p++) {
+        const int8_t *w = qg_panel(j->B, p);
+        const float *sw = j->B->scale + p * QG_NR;
+        const int32_t *cs = j->B->colsum + p * QG_NR;
+        for (int i = i0; i < i1 && i < M; i++) {
+            const uint8_t *a = (const uint8_t *)j->A->a + (size_t)i * Kp;
+            int32_t acc[QG_NR] = {0};
+            for (int kq = 0; kq < Kp / 4; kq++) {
+                const int8_t *b = w + (size_t)kq * 64;
+                for (int n = 0; n < QG_NR; n++)
+                    for (int t = 0; t < 4; t++) acc[n] += (int32_t)a[4 * kq + t] * b[4 * n + t];
+            }
+            float v[QG_NR], sa = j->A->scale[i];
+            int32_t z = j->A->zero[i];
+            for (int n = 0; n < QG_NR; n++) v[n] = (float)(acc[n] - z * cs[n]) * (sa * sw[n]);
+            store_row(j, i, p, v);
+        }
+    }
+}
+
+/* ---- per-call driver ---- */
+
+typedef struct pack_job {
+    const ml_packed *B;
+    const float *A;
+    int lda;
+    qg_act *act;
+} pack_job;
+
+static void pack_rows(void *ctx, int begin, int end) {
+    const pack_job *pj = ctx;
+    const ml_packed *B = pj->B;
+    qg_act *q = pj->act;
+    int r0 = begin * 16, r1 = end * 16 < q->M ? end * 16 : q->M;
+#if defined(__x86_64__)
+    if (B->simd_a) {
+        if (B->prec == ML_PREC_BF16) qg_avx512_pack_bf16(pj->A, pj->lda, B->K, B->Kp, q->a, r0, r1);
+        else qg_avx512_pack_u8(pj->A, pj->lda, B->K, B->Kp, q->a, q->scale, q->zero, r0, r1);
+        return;
+    }
+#endif
+    if (B->prec == ML_PREC_BF16) ref_pack_bf16(pj->A, pj->lda, B->K, B->Kp, q->a, r0, r1);
+    else ref_pack_u8(pj->A, pj->lda, B->K, B->Kp, q->a, q->scale, q->zero, r0, r1);
+}
+
+typedef void (*qg_kernel_fn)(const qg_job *, int, int, int, int);
+
+typedef struct task_job {
+    qg_job job;
+    qg_kernel_fn fn;
+    int n_mblocks, pb; /* row blocks of QG_MB; panel blocks of pb panels */
+} task_job;
+
+/* Task t = (panel block t / n_mblocks, row block t % n_mblocks): consecutive
+ * tasks of one thread share their panel block, which stays in L2. */
+static void run_tasks(void *ctx, int begin, int end) {
+    const task_job *tj = ctx;
+    for (int t = begin; t < end; t++) {
+        int pblk = t / tj->n_mblocks, mblk = t % tj->n_mblocks;
+        int i0 = mblk * QG_MB, i1 = i0 + QG_MB < tj->job.A->Mp ? i0 + QG_MB : tj->job.A->Mp;
+        int p0 = pblk * tj->pb, p1 = p0 + tj->pb < tj->job.B->panels ? p0 + tj->pb : tj->job.B->panels;
+        tj->fn(&tj->job, i0, i1, p0, p1);
+    }
+}
+
+static qg_kernel_fn kernel_fn(const ml_packed *B) {
+    int bf = B->prec == ML_PREC_BF16;
+#if defined(__x86_64__)
+    if (B->kernel == QG_AMX) return bf ? qg_amx_bf16 : qg_amx_int8;
+    if (B->kernel == QG_AVX512) return bf ? qg_avx512_bf16 : qg_avx512_int8;
+#endif
+    return bf ? qg_ref_bf16 : qg_ref_int8;
+}
+
+/* Panels per task: as many as fit QG_B_BLOCK (even, for the 2-panel
+ * kernels), fewer when that would leave threads idle. */
+static int panel_block(const ml_packed *B, int n_mblocks) {
+    size_t panel_bytes = (size_t)B->Kp * QG_NR * (B->prec == ML_PREC_BF16 ? 2 : 1);
+    int pb = (int)(QG_B_BLOCK / panel_bytes) & ~1;
+    if (pb < 2) pb = 2;
+    int threads = ml_num_threads();
+    while (pb > 2 && n_mblocks * ((B->panels + pb - 1) / pb) < 4 * threads) pb = (pb / 2 + 1) & ~1;
+    return pb;
+}
+
+static int alloc_act(qg_act *q, const ml_packed *B, int M) {
+    q->M = M, q->Mp = round_up(M, QG_MPAD), q->Kp = B->Kp;
+    size_t esz = B->prec == ML_PREC_BF16 ? 2 : 1, rows = (size_t)q->Mp;
+    q->a = ml_aligned_alloc(rows * q->Kp * esz, NULL);
+    q->scale = NULL, q->zero = NULL;
+    if (B->prec == ML_PREC_INT8) {
+        q->scale = ml_malloc(rows * sizeof(float), NULL);
+        q->zero = ml_malloc(rows * sizeof(int32_t), NULL);
+    }
+    if (!q->a || (B->prec == ML_PREC_INT8 && (!q->scale || !q->zero))) return -1;
+    /* padded rows: zero inputs (their results are never stored) */
+    memset((char *)q->a + (size_t)M * q->Kp * esz, 0, (rows - (size_t)M) * q->Kp * esz);
+    return 0;
+}
+
+static void free_act(qg_act *q) {
+    free(q->a);
+    free(q->scale);
+    free(q->zero);
+}
+
+void ml_gemm_packed(int M, const float *A, int lda, const ml_packed *B, const float *bias,
+                    float *C, int ldc, int accumulate) {
+    if (M <= 0 || !B) return;
+    if (B->prec == ML_PREC_FP32) {
+        ml_gemm(M, B->N, B->K, A, lda, B->w, B->N, bias, C, ldc, accumulate);
+        return;
+    }
+    qg_act act;
+    if (alloc_act(&act, B, M) != 0) {
+        /* No way to report it (void API) and no sensible partial result:
+         * fail loudly rather than return garbage. */
+        fprintf(stderr, "magiclens: out of memory for %d x %d activation scratch\n", M, B->Kp);
+        free_act(&act);
+        abort();
+    }
+    pack_job pj = {B, A, lda, &act};
+    ml_parallel_for((M + 15) / 16, 2, pack_rows, &pj);
+    task_job tj = {{B, &act, bias, C, ldc, accumulate}, kernel_fn(B), 0, 0};
+    tj.n_mblocks = (act.Mp + QG_MB - 1) / QG_MB;
+    tj.pb = panel_block(B, tj.n_mblocks);
+    int n_pblocks = (B->panels + tj.pb - 1) / tj.pb;
+    ml_parallel_for(tj.n_mblocks * n_pblocks, 1, run_tasks, &tj);
+    free_act(&act);
+}
+
+/* ---- names ---- */
+
+const char *ml_precision_name(ml_precision p) {
+    switch (p) {
+    case ML_PREC_FP32: return "fp32";
+    case ML_PREC_BF16: return "bf16";
+    case ML_PREC_INT8: return "int8";
+    }
+    return "unknown";
+}
+
+int ml_precision_parse(const char *name) {
+    if (!name) return -1;
+    if (!strcmp(name, "fp32") || !strcmp(name, "f32") || !strcmp(name, "float32")) return ML_PREC_FP32;
+    if (!strcmp(name, "bf16") || !strcmp(name, "bfloat16")) return ML_PREC_BF16;
+    if (!strcmp(name, "int8") || !strcmp(name, "i8")) return ML_PREC_INT8;
+    return -1;
+}

@@ -1,0 +1,92 @@
+/* qgemm_internal.h - shared layout of the low-precision GEMM (qgemm*.c only).
+ *
+ * One weight layout serves every kernel, so only the kernel choice depends on
+ * the ISA.  B is cut into panels of 16 output columns; inside a panel, each
+ * group of G consecutive k (G = 2 for bf16, 4 for int8) is one 64-byte row
+ * holding the G values of column 0, then of column 1, ...  That is the VNNI
+ * order `_mm512_dpbf16_ps` / `_mm512_dpbusd_epi32` read from one zmm, and 16
+ * such rows are exactly one AMX B tile (16 rows x 64 bytes).  K is padded with
+ * zero weights to a whole AMX tile depth (32 bf16 / 64 int8), N with zero
+ * columns to a whole panel.
+ *
+ * Activations are packed per call into [Mp, Kp] row-major (bf16, or u8 for
+ * int8), Mp a multiple of QG_MPAD so kernels may compute whole row blocks;
+ * padded rows are zero and never written back.
+ *
+ * int8 scheme: weights symmetric per output column (s8 in [-127, 127], scale
+ * max|B[:,n]| / 127); activations asymmetric per row (u8 with zero point z,
+ * scale (max - min) / 255 over the row with 0 included), so ReLU/GELU-like
+ * rows keep all 8 bits.  Then
+ *     C[i,n] = sa[i] * sw[n] * (sum_k qa[i,k] * qw[k,n] - z[i] * colsum[n]).
+ * The u8 x s8 dot is what both VNNI (vpdpbusd) and AMX (tdpbusd) compute, so
+ * all kernels produce the same integers. */
+#ifndef ML_KERNELS_QGEMM_INTERNAL_H
+#define ML_KERNELS_QGEMM_INTERNAL_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#include "kernels/precision.h"
+
+#define QG_NR 16   /* columns per panel */
+#define QG_MPAD 32 /* packed activation rows are a multiple of this */
+
+typedef enum qg_kernel { QG_REF = 0, QG_AVX512 = 1, QG_AMX = 2 } qg_kernel;
+
+struct ml_packed {
+    ml_precision prec;
+    ml_isa isa;
+    qg_kernel kernel;
+    int K, N;
+    int Kp;      /* K padded: multiple of 32 (bf16) or 64 (int8) */
+    int panels;  /* ceil(N / 16) */
+    int simd_a;  /* 1: pack activations with the AVX-512 helpers */
+    void *w;     /* fp32: [K, N] copy; bf16: uint16 panels; int8: int8 panels */
+    float *scale;    /* int8: [panels * 16] per-column scale */
+    int32_t *colsum; /* int8: [panels * 16] sum over k of the s8 weights */
+    size_t bytes;
+};
+
+/* Activations of one call, packed for the kernels. */
+typedef struct qg_act {
+    int M, Mp, Kp;
+    void *a;       /* [Mp, Kp] uint16 (bf16) or uint8 */
+    float *scale;  /* int8: [Mp] per-row scale */
+    int32_t *zero; /* int8: [Mp] per-row zero point */
+} qg_act;
+
+/* One call's work: rows [i0, i1) x panels [p0, p1) at a time. */
+typedef struct qg_job {
+    const struct ml_packed *B;
+    const qg_act *A;
+    const float *bias;
+    float *C;
+    int ldc, accumulate;
+} qg_job;
+
+/* Panel p's packed data (bf16 or int8), 64 bytes per k group. */
+static inline const void *qg_panel(const struct ml_packed *B, int p) {
+    return (const char *)B->w + (size_t)p * (size_t)B->Kp * QG_NR * (B->prec == ML_PREC_BF16 ? 2 : 1);
+}
+
+/* Columns of panel p that exist in C (16 except maybe the last). */
+static inline int qg_panel_cols(const struct ml_packed *B, int p) {
+    int n = B->N - p * QG_NR;
+    return n < QG_NR ? n : QG_NR;
+}
+
+/* Kernels: compute rows [i0, i1) (multiples of 32 apart from i1 = Mp) of
+ * panels [p0, p1), writing only rows < M and columns < N. */
+void qg_ref_bf16(const qg_job *j, int i0, int i1, int p0, int p1);
+void qg_ref_int8(const qg_job *j, int i0, int i1, int p0, int p1);
+void qg_avx512_bf16(const qg_job *j, int i0, int i1, int p0, int p1);
+void qg_avx512_int8(const qg_job *j, int i0, int i1, int p0, int p1);
+void qg_amx_bf16(const qg_job *j, int i0, int i1, int p0, int p1);
+void qg_amx_int8(const qg_job *j, int i0, int i1, int p0, int p1);
+
+/* Activation packers for rows [r0, r1) (< M); the K padding is zeroed. */
+void qg_avx512_pack_bf16(const float *A, int lda, int K, int Kp, uint16_t *dst, int r0, int r1);
+void qg_avx512_pack_u8(const float *A, int lda, int K, int Kp, uint8_t *dst, float *scale,
+                       int32_t *zero, int r0, int r1);
+
+#endif

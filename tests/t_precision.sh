@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Every instruction-set path this machine supports (MAGICLENS_ISA) at every
+# precision against the float64 reference: fp32 cosine >= 0.99999 and max
+# abs diff <= 1e-4, bf16 cosine >= 0.999, int8 cosine >= 0.995.  Plus a
+# retrieval check: int8 and bf16 top-10 results overlap fp32's >= 0.9.
+set -euo pipefail
+PY=/usr/bin/python3
+ML="$BUILD/magiclens"
+T="$ML_TMP/precision"
+rm -rf "$T"; mkdir -p "$T"
+$PY tests/reference/make_images.py "$T/img" --no-expected > /dev/null
+$PY tests/reference/make_checkpoint.py --size tiny --seed 21 --out "$T/m.pkl" > /dev/null
+"$ML" convert --model "$T/m.pkl" --output "$T/m.mlens" --quiet
+$PY - "$T" <<'PYEOF'
+import json, sys
+T = sys.argv[1]
+good = open(f"{T}/img/good.txt").read().split()
+texts = ["", "inside view of this building", "the same dish but raw", "a cartoon of it"]
+with open(f"{T}/items.jsonl", "w") as f:
+    for i, g in enumerate(good):
+        f.write(json.dumps({"id": i, "image": "img/" + g, "text": texts[i % 4]}) + "\n")
+with open(f"{T}/gallery.jsonl", "w") as f:
+    for i, g in enumerate(good):
+        f.write(json.dumps({"id": i, "image": "img/" + g}) + "\n")
+with open(f"{T}/queries.jsonl", "w") as f:
+    for i, g in enumerate(good[:16]):
+        f.write(json.dumps({"id": i, "image": "img/" + g, "text": texts[1 + i % 3]}) + "\n")
+PYEOF
+$PY tests/reference/ref_embed.py --model "$T/m.pkl" --input "$T/items.jsonl" --output "$T/ref.npy" > /dev/null 2>&1
+isas=$("$ML" cpu | $PY -c "import json,sys; print(' '.join(json.load(sys.stdin)['isa_supported']))")
+echo "instruction sets: $isas"
+for isa in $isas; do
+    for p in fp32 bf16 int8; do
+        case $p in fp32) lim="--min-cos 0.99999 --max-abs 1e-4";; bf16) lim="--min-cos 0.999 --max-abs 1";; int8) lim="--min-cos 0.995 --max-abs 1";; esac
+        MAGICLENS_ISA=$isa "$ML" embed --model "$T/m.mlens" --precision $p --input "$T/items.jsonl" --output "$T/$isa-$p.npy" --quiet
+        echo "== $isa $p: $($PY tests/reference/compare_npy.py "$T/$isa-$p.npy" "$T/ref.npy" $lim | tail -1)"
+        $PY tests/reference/compare_npy.py "$T/$isa-$p.npy" "$T/ref.npy" $lim > /dev/null
+    done
+done
+# Retrieval: the low-precision rankings agree with fp32's on the best ISA.
+for p in fp32 bf16 int8; do
+    "$ML" embed --model "$T/m.mlens" --precision $p --input "$T/gallery.jsonl" --output "$T/g-$p.npy" --quiet
+    "$ML" embed --model "$T/m.mlens" --precision $p --input "$T/queries.jsonl" --output "$T/q-$p.npy" --quiet
+done
+$PY - "$T" <<'PYEOF'
+import sys
+import numpy as np
+T = sys.argv[1]
+def top10(p):
+    g, q = np.load(f"{T}/g-{p}.npy"), np.load(f"{T}/q-{p}.npy")
+    return np.argsort(-(q @ g.T), axis=1)[:, :10]
+ref = top10("fp32")
+for p in ("bf16", "int8"):
+    t = top10(p)
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ref, t)])
+    print(f"top-10 overlap {p} vs fp32: {overlap:.3f}")
+    assert overlap >= 0.9, (p, overlap)
+PYEOF
+echo "precision OK"

@@ -1,0 +1,236 @@
+/* Low-precision GEMM tests.  For every ISA this machine runs and both
+ * precisions, ml_gemm_packed is compared with
+ *   - a double-precision product of the SAME quantised inputs (the test
+ *     re-does the bf16 rounding / int8 quantisation itself): a tight bound
+ *     that only float32 summation order may use;
+ *   - the double product of the original float inputs, with the elementwise
+ *     worst-case bound the quantisation allows (a loose bound);
+ *   - the portable path's result (AMX vs AVX-512 vs reference).
+ * Sizes hit every edge: M = 1, 3, 17, 77, 1576; K not a multiple of 32/64;
+ * N not a multiple of 16 and odd panel counts; strided lda/ldc; bias and
+ * accumulate on and off; 1 and 2 threads. */
+#include <math.h>
+#include <stdint.h>
+
+#include "check.h"
+#include "magiclens.h"
+#include "kernels/precision.h"
+
+static uint64_t rng = 0x9e3779b97f4a7c15ULL;
+static float frand(void) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0);
+}
+
+static float bf16_round(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    u &= 0xffff0000u;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* The documented int8 scheme: weights symmetric per column, activations
+ * asymmetric u8 per row (0 exactly representable).  Returns dequantised
+ * values; *step gets the quantisation step (scale). */
+static void quant_col(const float *B, int K, int N, int n, double *out, double *step) {
+    float mx = 0.0f;
+    for (int k = 0; k < K; k++) mx = fmaxf(mx, fabsf(B[(size_t)k * N + n]));
+    float inv = mx > 0.0f ? 127.0f / mx : 0.0f, s = mx / 127.0f;
+    for (int k = 0; k < K; k++)
+        out[k] = (double)clampi((int)lrintf(B[(size_t)k * N + n] * inv), -127, 127) * s;
+    *step = s;
+}
+
+static void quant_row(const float *a, int K, double *out, double *step) {
+    float mn = 0.0f, mx = 0.0f;
+    for (int k = 0; k < K; k++) mn = fminf(mn, a[k]), mx = fmaxf(mx, a[k]);
+    float s = (mx - mn) / 255.0f, inv = s > 0.0f ? 1.0f / s : 0.0f;
+    int z = clampi((int)lrintf(-mn * inv), 0, 255);
+    for (int k = 0; k < K; k++) out[k] = (double)(clampi((int)lrintf(a[k] * inv) + z, 0, 255) - z) * s;
+    *step = s;
+}
+
+typedef struct qcase {
+    int M, N, K, lda, ldc, bias, acc;
+} qcase;
+
+typedef struct qdata {
+    float *A, *B, *bias, *C0;
+    double *Aq, *Bq, *sa, *sb; /* quantised copies [M,K], [N,K]; steps (int8) */
+    double *slack;             /* [M,N] float32 summation-order allowance */
+} qdata;
+
+static void make_data(const qcase *c, ml_precision prec, qdata *d) {
+    d->A = malloc(sizeof(float) * (size_t)c->M * c->lda);
+    d->B = malloc(sizeof(float) * (size_t)c->K * c->N);
+    d->bias = malloc(sizeof(float) * c->N);
+    d->C0 = malloc(sizeof(float) * (size_t)c->M * c->ldc);
+    for (size_t i = 0; i < (size_t)c->M * c->lda; i++) d->A[i] = frand();
+    for (size_t i = 0; i < (size_t)c->K * c->N; i++) d->B[i] = frand() * 0.1f;
+    for (int i = 0; i < c->N; i++) d->bias[i] = frand();
+    for (size_t i = 0; i < (size_t)c->M * c->ldc; i++) d->C0[i] = frand();
+    /* awkward rows/columns: all zero, all positive (GELU-like), large */
+    if (c->M > 2) {
+        for (int k = 0; k < c->K; k++) d->A[k] = 0.0f;
+        for (int k = 0; k < c->K; k++) d->A[(size_t)c->lda + k] = fabsf(d->A[(size_t)c->lda + k]);
+        for (int k = 0; k < c->K; k++) d->A[(size_t)2 * c->lda + k] *= 300.0f;
+    }
+    if (c->N > 1)
+        for (int k = 0; k < c->K; k++) d->B[(size_t)k * c->N + 1] = 0.0f;
+    d->Aq = malloc(sizeof(double) * (size_t)c->M * c->K);
+    d->Bq = malloc(sizeof(double) * (size_t)c->N * c->K);
+    d->sa = calloc((size_t)c->M, sizeof(double));
+    d->sb = calloc((size_t)c->N, sizeof(double));
+    d->slack = calloc((size_t)c->M * c->N, sizeof(double));
+    for (int i = 0; i < c->M; i++) {
+        const float *a = d->A + (size_t)i * c->lda;
+        if (prec == ML_PREC_INT8) quant_row(a, c->K, d->Aq + (size_t)i * c->K, &d->sa[i]);
+        else
+            for (int k = 0; k < c->K; k++) d->Aq[(size_t)i * c->K + k] = bf16_round(a[k]);
+    }
+    for (int n = 0; n < c->N; n++) {
+        if (prec == ML_PREC_INT8) quant_col(d->B, c->K, c->N, n, d->Bq + (size_t)n * c->K, &d->sb[n]);
+        else
+            for (int k = 0; k < c->K; k++) d->Bq[(size_t)n * c->K + k] = bf16_round(d->B[(size_t)k * c->N + n]);
+    }
+}
+
+static void free_data(qdata *d) {
+    free(d->A), free(d->B), free(d->bias), free(d->C0);
+    free(d->Aq), free(d->Bq), free(d->sa), free(d->sb), free(d->slack);
+}
+
+/* Checks C against both references; returns the worst relative error vs
+ * the float product (in units of sum |a b|) for the report line. */
+static double check_result(const qcase *c, ml_precision prec, qdata *d, const float *C,
+                           const char *what) {
+    double worst = 0.0;
+    int bad_tight = 0, bad_loose = 0;
+    for (int i = 0; i < c->M; i++)
+        for (int n = 0; n < c->N; n++) {
+            double q = 0, f = 0, mag = 0, loose = 0;
+            for (int k = 0; k < c->K; k++) {
+                double a = d->A[(size_t)i * c->lda + k], b = d->B[(size_t)k * c->N + n];
+                double aq = d->Aq[(size_t)i * c->K + k], bq = d->Bq[(size_t)n * c->K + k];
+                q += aq * bq, f += a * b, mag += fabs(aq * bq);
+                /* |a b - aq bq| <= |a| db + |bq| da: half a step (int8), 2^-9 relative (bf16) */
+                loose += prec == ML_PREC_INT8
+                             ? fabs(a) * d->sb[n] / 2 + fabs(bq) * d->sa[i] / 2
+                             : (fabs(a * b) + fabs(aq * bq)) * (1.0 / 512);
+            }
+            double base = (c->acc ? d->C0[(size_t)i * c->ldc + n] : 0.0) + (c->bias ? d->bias[n] : 0.0);
+            double got = C[(size_t)i * c->ldc + n];
+            double slack = 1e-5 * (mag + fabs(base)) + 1e-6;
+            d->slack[(size_t)i * c->N + n] = slack;
+            if (fabs(got - (q + base)) > slack) bad_tight++;
+            if (fabs(got - (f + base)) > loose * 1.01 + slack) bad_loose++;
+            double e = mag > 0 ? fabs(got - (f + base)) / mag : 0.0;
+            if (e > worst) worst = e;
+        }
+    CHECK_MSG(bad_tight == 0, "%s M=%d N=%d K=%d: %d outputs off the quantised product", what, c->M,
+              c->N, c->K, bad_tight);
+    CHECK_MSG(bad_loose == 0, "%s M=%d N=%d K=%d: %d outputs off the float product", what, c->M,
+              c->N, c->K, bad_loose);
+    /* ldc padding must be untouched */
+    int pad_ok = 1;
+    for (int i = 0; i < c->M; i++)
+        for (int n = c->N; n < c->ldc; n++)
+            pad_ok &= C[(size_t)i * c->ldc + n] == d->C0[(size_t)i * c->ldc + n];
+    CHECK_MSG(pad_ok, "%s: wrote outside N columns", what);
+    return worst;
+}
+
+/* Runs one case on one path; returns C (caller frees) or NULL. */
+static float *run_path(const qcase *c, ml_precision prec, ml_isa isa, const qdata *d) {
+    ml_error err = {0};
+    ml_packed *p = ml_pack_weights(d->B, c->K, c->N, prec, isa, &err);
+    CHECK_MSG(p != NULL, "pack %s/%s: %s", ml_isa_name(isa), ml_precision_name(prec), err.msg);
+    if (!p) return NULL;
+    CHECK(ml_packed_bytes(p) > 0);
+    float *C = malloc(sizeof(float) * (size_t)c->M * c->ldc);
+    memcpy(C, d->C0, sizeof(float) * (size_t)c->M * c->ldc);
+    ml_gemm_packed(c->M, d->A, c->lda, p, c->bias ? d->bias : NULL, C, c->ldc, c->acc);
+    ml_packed_free(p);
+    return C;
+}
+
+static void test_case(const qcase *c, ml_precision prec) {
+    qdata d;
+    make_data(c, prec, &d);
+    float *ref = NULL;
+    for (int isa = ML_ISA_SCALAR; isa <= ML_ISA_AMX; isa++) {
+        if (!ml_isa_supported((ml_isa)isa)) continue;
+        char what[64];
+        snprintf(what, sizeof what, "%s/%s", ml_isa_name((ml_isa)isa), ml_precision_name(prec));
+        float *C = run_path(c, prec, (ml_isa)isa, &d);
+        if (!C) continue;
+        double worst = check_result(c, prec, &d, C, what);
+        if (c->M >= 1576) printf("%-14s M=%d N=%d K=%d worst |err|/sum|ab| = %.2e\n", what, c->M, c->N, c->K, worst);
+        if (!ref) {
+            ref = C;
+            continue;
+        }
+        /* every path against the portable one: only summation order differs
+         * (int8: identical integers, so identical floats) */
+        double maxd = 0;
+        int over = 0;
+        for (int i = 0; i < c->M; i++)
+            for (int n = 0; n < c->N; n++) {
+                double x = fabs(C[(size_t)i * c->ldc + n] - ref[(size_t)i * c->ldc + n]);
+                maxd = x > maxd ? x : maxd;
+                over += x > 2 * d.slack[(size_t)i * c->N + n];
+            }
+        if (prec == ML_PREC_INT8) CHECK_MSG(maxd == 0.0, "%s differs from scalar by %g", what, maxd);
+        else CHECK_MSG(over == 0, "%s: %d outputs differ from scalar (max %g)", what, over, maxd);
+        free(C);
+    }
+    free(ref);
+    free_data(&d);
+}
+
+static void test_sizes(void) {
+    const qcase cases[] = {
+        {1, 33, 40, 40, 33, 1, 0},     {3, 16, 64, 70, 20, 0, 1},    {17, 33, 770, 770, 40, 1, 1},
+        {17, 48, 32, 32, 48, 0, 0},    {77, 100, 200, 203, 100, 1, 0}, {5, 1, 1, 1, 1, 1, 1},
+        {1576, 33, 770, 771, 35, 1, 1}, {40, 64, 3072, 3072, 64, 1, 0},
+    };
+    for (int threads = 1; threads <= 2; threads++) {
+        ml_set_threads(threads);
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            if (threads == 2 && cases[i].M >= 1576 && getenv("ML_SKIP_SLOW")) continue;
+            test_case(&cases[i], ML_PREC_BF16);
+            test_case(&cases[i], ML_PREC_INT8);
+        }
+    }
+}
+
+static void test_api(void) {
+    ml_error err = {0};
+    float B[6] = {1, 2, 3, 4, 5, 6}, A[2] = {1, -1}, C[3];
+    CHECK(ml_pack_weights(B, 2, 0, ML_PREC_BF16, ML_ISA_SCALAR, &err) == NULL);
+    CHECK(err.msg[0] != 0);
+    CHECK(ml_pack_weights(B, 2, 3, (ml_precision)7, ML_ISA_SCALAR, NULL) == NULL);
+    ml_packed *p = ml_pack_weights(B, 2, 3, ML_PREC_FP32, ML_ISA_SCALAR, &err);
+    CHECK(p != NULL);
+    if (p) {
+        ml_gemm_packed(1, A, 2, p, NULL, C, 3, 0);
+        CHECK(C[0] == -3.0f && C[1] == -3.0f && C[2] == -3.0f);
+    }
+    ml_packed_free(p);
+    ml_packed_free(NULL);
+    CHECK(ml_precision_parse("bf16") == ML_PREC_BF16);
+    CHECK(ml_precision_parse("int8") == ML_PREC_INT8);
+    CHECK(ml_precision_parse("fp32") == ML_PREC_FP32);
+    CHECK(ml_precision_parse("fp8") == -1);
+    CHECK(strcmp(ml_precision_name(ML_PREC_INT8), "int8") == 0);
+}
+
+int main(void) {
+    test_api();
+    test_sizes();
+    return check_done("test_qgemm");
+}
