@@ -14,7 +14,7 @@
  * data: `bench_blis ml [threads] [reps]` (separate process, so no OpenMP
  * runtime is active while ml_gemm runs).
  *
- * build: cc -O2 -std=c11 -D_GNU_SOURCE -I/usr/include/x86_64-linux-gnu/blis-openmp \
+ * build: cc -O2 -std=c11 -D_GNU_SOURCE -isystem /usr/include/x86_64-linux-gnu/blis-openmp \
  *           bench/bench_blis.c -o bench_blis -lblis -pthread -lm
  * run:   BLIS_NUM_THREADS=2 ./bench_blis blis [threads] [reps]
  *        (threads > 0 calls bli_thread_set_num_threads; 0 = leave to env) */

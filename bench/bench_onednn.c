@@ -22,7 +22,8 @@
  *
  * build: cc -O2 -std=c11 -D_GNU_SOURCE bench/bench_onednn.c -o bench_onednn -ldnnl -pthread -lm
  * run:   OMP_NUM_THREADS=2 ./bench_onednn [reps]
- *        (DNNL_VERBOSE=1 to see dispatch; DNNL_MAX_CPU_ISA=AVX512_CORE_AMX etc.) */
+ *        (DNNL_VERBOSE=1 to see dispatch; DNNL_MAX_CPU_ISA=AVX512_CORE_AMX etc.;
+ *        BENCH_TRACE=1 prints every repetition's time to stderr) */
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -209,6 +210,7 @@ static double run_case(int c, int M, int N, int K, const float *A, const float *
         CHECK(dnnl_stream_wait(strm));
         double dt = now() - t0;
         if (r > 0 && dt < best) best = dt;
+        if (getenv("BENCH_TRACE")) fprintf(stderr, "%s %dx%dx%d rep %d: %.3f ms\n", case_name[c], M, N, K, r, dt * 1e3);
     }
 
     /* spot check against a double reference (u8 case: reference uses |A|) */

@@ -31,7 +31,7 @@ def main():
     ap.add_argument('--batch', type=int, default=8)
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--seconds', type=float, default=20.0)
-    ap.add_argument('--warmup', type=int, default=2, help='warm-up batches')
+    ap.add_argument('--warmup', type=int, default=1, help='warm-up batches')
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 

@@ -64,7 +64,7 @@ class _Block:
 
     def __call__(self, x, mask=None):
         B, L, W = x.shape
-        h = F.layer_norm(x, (W,), self.ln1[0], self.ln1[1], 1e-5)
+        h = _ln(x, (W,), self.ln1[0], self.ln1[1], 1e-5)
         qkv = F.linear(h, self.w_qkv, self.b_qkv)                     # [B, L, 3*H*hd]
         qkv = qkv.view(B, L, 3, self.H, self.hd).permute(2, 0, 3, 1, 4)  # [3, B, H, L, hd]
         q, k, v = qkv[0], qkv[1], qkv[2]
@@ -74,7 +74,7 @@ class _Block:
         att = torch.softmax(att, dim=-1)
         o = torch.matmul(att, v).transpose(1, 2).reshape(B, L, self.H * self.hd)
         x = x + F.linear(o, self.w_out, self.b_out)
-        h = F.layer_norm(x, (W,), self.ln2[0], self.ln2[1], 1e-5)
+        h = _ln(x, (W,), self.ln2[0], self.ln2[1], 1e-5)
         h = F.linear(h, self.w_fc, self.b_fc)
         h = h * torch.sigmoid(1.702 * h)                              # quick_gelu
         return x + F.linear(h, self.w_proj, self.b_proj)
@@ -114,9 +114,17 @@ class _MMAttention:
         return F.linear(o, self.wpost, self.bpost)
 
 
+def _ln(x, shape, w, b, eps):
+    # under torch.autocast (CPU, torch 1.13) a bf16 activation meets float32 LN
+    # weights: normalise in float32, as autocast users get for layer_norm on GPU
+    if x.dtype != w.dtype:
+        x = x.to(w.dtype)
+    return F.layer_norm(x, shape, w, b, eps)
+
+
 def _mm_ln(x, ln):
     # MagicLens LayerNorm: scale used as (1 + scale), eps 1e-6
-    return F.layer_norm(x, (x.shape[-1],), ln[0], ln[1], 1e-6)
+    return _ln(x, (x.shape[-1],), ln[0], ln[1], 1e-6)
 
 
 class TorchMagicLens:
@@ -180,7 +188,7 @@ class TorchMagicLens:
             for b in blocks:
                 x = b(x, causal)
             W = x.shape[-1]
-            x = F.layer_norm(x[:, 1], (W,), cvt(P[tp + 'ln_final/scale']),
+            x = _ln(x[:, 1], (W,), cvt(P[tp + 'ln_final/scale']),
                              cvt(P[tp + 'ln_final/bias']), 1e-5)
             return F.linear(x, cvt(P[tp + 'text_projection/kernel'].T)).to(self.dtype)  # [1, D]
 
@@ -196,10 +204,10 @@ class TorchMagicLens:
         B, W = x.shape[:2]
         x = x.flatten(2).transpose(1, 2)                             # [B, g*g, W]
         x = torch.cat([self.cls.to(x.dtype).expand(B, 1, W), x], dim=1) + self.pos
-        x = F.layer_norm(x, (W,), self.ln_pre[0], self.ln_pre[1], 1e-5)
+        x = _ln(x, (W,), self.ln_pre[0], self.ln_pre[1], 1e-5)
         for b in self.vblocks:
             x = b(x)
-        x = F.layer_norm(x[:, 0], (W,), self.ln_post[0], self.ln_post[1], 1e-5)
+        x = _ln(x[:, 0], (W,), self.ln_post[0], self.ln_post[1], 1e-5)
         return F.linear(x, self.proj)
 
     def fuse(self, img):

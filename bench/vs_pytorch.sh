@@ -202,7 +202,12 @@ done
 E2E=$OUT/jpegs
 $REP jpegs "$E2E" "$E2E_N"
 for p in $PRECS; do
-    log "end to end: embed $E2E_N JPEGs at $p"
+    log "end to end: embed $E2E_N JPEGs at $p (+ model-only bench right before, same load)"
+    # the model-only rate is re-measured next to the end-to-end run: on a shared
+    # machine the rate from section (b) may have been taken under another load
+    "$BIN" bench --model "$M/base.mlens" --precision $p --batch $BATCH --threads $THREADS \
+        --seconds $(( (SECS + 1) / 2 )) > "$OUT/logs/e2e_bench_$p.log" 2>&1
+    mo=$(last_json "$OUT/logs/e2e_bench_$p.log" | $PY -c 'import json,sys; print(json.load(sys.stdin)["images_per_s"])' 2>/dev/null)
     t0=$(date +%s.%N)
     "$BIN" embed --model "$M/base.mlens" --vocab "$VOCAB" --precision $p --batch $BATCH --threads $THREADS --quiet \
         --input "$E2E/first8.jsonl" --output "$OUT/e2e8_$p.npy" > "$OUT/logs/e2e8_$p.log" 2>&1
@@ -215,7 +220,7 @@ for p in $PRECS; do
     add "$($PY -c 'import json,sys; t0,t1,t2,n,mo,rc=map(float,sys.argv[1:7]); n=int(n)
 m=(n-8)/(t2-t0-2*(t1-t0)) if n>8 and t2-t0>2*(t1-t0) else None
 print(json.dumps({"key":"e2e_'$p'","n":n,"rate_total":n/(t2-t1) if rc==0 else None,"rate_marginal":m if rc==0 else None,
-"wall_8":t1-t0,"wall_n":t2-t1,"model_only":mo}))' "$t0" "$t1" "$t2" "$E2E_N" "$(c_rate $k)" "$rc")"
+"wall_8":t1-t0,"wall_n":t2-t1,"model_only":mo}))' "$t0" "$t1" "$t2" "$E2E_N" "${mo:-$(c_rate $k)}" "$rc")"
 done
 
 # ---------------------------------------------------------------- table
