@@ -60,6 +60,12 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libmagiclens.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) -o $@ $^ $(LDLIBS)
 
+# GEMM GFLOP/s vs the FMA peak: `make bench`, then
+# MAGICLENS_ISA=avx2 $(BUILD)/bench_gemm [threads [reps]].
+bench: $(BUILD)/bench_gemm
+$(BUILD)/bench_gemm: $(BUILD)/obj/bench/bench_gemm.o $(BUILD)/libmagiclens.a
+	$(CC) $(ALLFLAGS) -o $@ $^ $(LDLIBS)
+
 deps:
 	bash scripts/install-deps.sh
 

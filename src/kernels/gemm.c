@@ -7,6 +7,7 @@
  * Accumulation is float32 in k order, like a plain dot product. */
 #include "kernels/gemm.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 #include "core/threads.h"
@@ -104,6 +105,7 @@ typedef struct simd_job {
     const float *A, *B, *bias;
     float *C;
     int split_m, parts, unit; /* the rectangle of part t: rows or columns */
+    atomic_int next;          /* next part to hand out */
 } simd_job;
 
 /* C[m0:m1, n0:n1] on one thread.  A is read in place: each micro-kernel
@@ -146,9 +148,14 @@ static void share(int n, int unit, int t, int parts, int *b, int *e) {
     if (*e > n) *e = n;
 }
 
+/* Each thread takes parts until none are left: on a shared machine a thread
+ * whose core is busy simply takes fewer, instead of the whole product
+ * waiting for its fixed half.  Which thread computes a part does not change
+ * its result. */
 static void simd_tasks(void *ctx, int begin, int end) {
-    const simd_job *g = ctx;
-    for (int t = begin; t < end; t++) {
+    simd_job *g = ctx;
+    (void)begin, (void)end;
+    for (int t; (t = atomic_fetch_add(&g->next, 1)) < g->parts;) {
         int b, e;
         if (g->split_m) {
             share(g->M, g->unit, t, g->parts, &b, &e);
@@ -160,20 +167,27 @@ static void simd_tasks(void *ctx, int begin, int end) {
     }
 }
 
+#define PARTS_PER_THREAD 4 /* parts stay >= 4 row blocks: B is re-read per part */
+
 static void gemm_simd(const ml_gemm_impl *impl, int M, int N, int K, const float *A, int lda,
                       const float *B, int ldb, const float *bias, float *C, int ldc, int accumulate,
                       int parallel) {
-    simd_job g = {impl, M, N, K, lda, ldb, ldc, accumulate, A, B, bias, C, 1, 1, impl->mr};
+    simd_job g = {impl, M, N, K, lda, ldb, ldc, accumulate, A, B, bias, C, 1, 1, impl->mr, 0};
     int threads = parallel ? ml_num_threads() : 1;
     double flops = 2.0 * M * N * K;
     if (threads > 1 && flops > 2e6) {
-        /* Tall products split rows (each thread reads all of B once per row
-         * share); short ones (text tower, fusion) split columns, in 16-column
-         * units so panels stay vector-aligned. */
-        if (M >= threads * 4 * impl->mr) g.parts = threads;
-        else if (N >= threads * 16) g.split_m = 0, g.unit = 16, g.parts = threads;
+        /* Tall products split rows (each part reads all of B: ~100 FLOP per
+         * byte at 4 row blocks, cheap); short ones (text tower, fusion) split
+         * columns, in 16-column units so panels stay vector-aligned. */
+        int rows_parts = M / (4 * impl->mr), col_parts = N / 32;
+        if (rows_parts >= threads) {
+            g.parts = rows_parts < threads * PARTS_PER_THREAD ? rows_parts : threads * PARTS_PER_THREAD;
+        } else if (col_parts >= threads) {
+            g.split_m = 0, g.unit = 16;
+            g.parts = col_parts < threads * PARTS_PER_THREAD ? col_parts : threads * PARTS_PER_THREAD;
+        }
     }
-    if (g.parts > 1) ml_parallel_for(g.parts, 1, simd_tasks, &g);
+    if (g.parts > 1) ml_parallel_for(threads, 1, simd_tasks, &g);
     else simd_rect(&g, 0, M, 0, N);
 }
 

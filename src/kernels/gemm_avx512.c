@@ -6,7 +6,9 @@
 #ifndef GEMM_MR
 #define GEMM_MR 12
 #endif
+#ifndef GEMM_NV
 #define GEMM_NV 2
+#endif
 #include "kernels/gemm_simd.h"
 #include "kernels/gemm_tmpl.h"
 #else

@@ -17,10 +17,11 @@
 #else
 #define ML_UNROLL _Pragma("GCC unroll 16")
 #endif
+/* B rows prefetched ahead into L1: the slab comes from L2 (its rows are
+ * ldb apart, too far for the L1 streamer to follow). */
 #ifndef GEMM_PF
 #define GEMM_PF 8
 #endif
-#define GEMM_PF_DUMMY /* B rows prefetched ahead: covers the L2 latency */
 
 /* C tile epilogue: + bias, + old C, store (masked on a partial panel). */
 ML_INLINE void tile_store(vf acc[GEMM_MR][GEMM_NV], int mr, const ml_gemm_panel *p, float *c,
