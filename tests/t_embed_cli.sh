@@ -94,4 +94,10 @@ assert len(rows) == 2 and all(len(r) == 77 for r in rows)
 assert rows[1][:3] == [49406, 49407, 0], rows[1][:3]
 assert rows[0][:7] == [49406, 320, 1125, 539, 320, 2368, 49407], rows[0][:7]
 "
+# A forced instruction set that does not exist is an error, not a silent fallback.
+if MAGICLENS_ISA=foo "$ML" embed --model "$T/m.pkl" --image "$T/img/png_rgb.png" 2> "$T/e4"; then exit 1; fi
+grep -q "MAGICLENS_ISA=foo" "$T/e4"
+# Unknown precision is a usage error (exit 2).
+set +e; "$ML" embed --precision fp16 --model "$T/m.pkl" --image "$T/img/png_rgb.png" 2> /dev/null; rc=$?; set -e
+[ "$rc" -eq 2 ]
 echo "cli OK"

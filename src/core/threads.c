@@ -1,6 +1,7 @@
 #include "core/threads.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -14,12 +15,22 @@ static atomic_int g_threads = 0;
 
 void ml_set_threads(int n) { atomic_store(&g_threads, n > 0 ? n : 0); }
 
+/* The CPUs this process may run on (taskset, cgroups' cpusets), not every
+ * CPU of the machine: more threads than that only time-slice. */
+static int cpus_allowed(void) {
+#if defined(__linux__)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
+#endif
+    return (int)sysconf(_SC_NPROCESSORS_ONLN);
+}
+
 int ml_num_threads(void) {
     int n = atomic_load(&g_threads);
     if (n > 0) return n;
     const char *env = getenv("MAGICLENS_THREADS");
     if (env && atoi(env) > 0) n = atoi(env);
-    else n = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    else n = cpus_allowed();
     if (n < 1) n = 1;
     if (n > ML_MAX_THREADS) n = ML_MAX_THREADS;
     return n;

@@ -54,8 +54,24 @@ const char *ml_precision_choice_name(int precision) {
 
 int ml_model_precision(const ml_model *m) { return m->precision; }
 
+/* A forced instruction set the machine cannot run is the user's mistake:
+ * say so rather than silently running another path. */
+static int check_forced_isa(ml_error *err) {
+    const char *env = getenv("MAGICLENS_ISA");
+    if (!env || !*env) return 0;
+    int isa = ml_isa_parse(env);
+    if (isa < 0)
+        return ml_fail(err, "MAGICLENS_ISA=%s: unknown instruction set (use scalar, avx2, avx512 "
+                            "or amx)", env);
+    if (!ml_isa_supported((ml_isa)isa))
+        return ml_fail(err, "MAGICLENS_ISA=%s: this CPU (or the OS) cannot run it; `magiclens "
+                            "cpu` lists the supported ones", env);
+    return ml_isa_set((ml_isa)isa, err);
+}
+
 ml_model *ml_model_load_opts(const char *path, const char *vocab_path,
                              const ml_load_options *opts, ml_error *err) {
+    if (check_forced_isa(err) != 0) return NULL;
     int prec = opts ? opts->precision : ML_PRECISION_FP32;
     if (prec == ML_PRECISION_AUTO) prec = ml_precision_auto();
     if (prec < ML_PRECISION_FP32 || prec > ML_PRECISION_INT8) {
