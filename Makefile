@@ -62,8 +62,8 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libmagiclens.a
 
 # GEMM GFLOP/s vs the FMA peak: `make bench`, then
 # MAGICLENS_ISA=avx2 $(BUILD)/bench_gemm [threads [reps]].
-bench: $(BUILD)/bench_gemm
-$(BUILD)/bench_gemm: $(BUILD)/obj/bench/bench_gemm.o $(BUILD)/libmagiclens.a
+bench: $(BUILD)/bench_gemm $(BUILD)/bench_qgemm
+$(BUILD)/bench_%: $(BUILD)/obj/bench/bench_%.o $(BUILD)/libmagiclens.a
 	$(CC) $(ALLFLAGS) -o $@ $^ $(LDLIBS)
 
 deps:
