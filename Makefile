@@ -79,13 +79,17 @@ test-asan: deps
 	$(MAKE) all BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
 	BUILD=build-asan ML_SKIP_SLOW=1 ASAN_OPTIONS=detect_leaks=1 bash tests/run.sh
 
-# libFuzzer targets for the parsers (clang).
+# libFuzzer targets for the parsers (clang): the library is built once with
+# coverage instrumentation (keeping the per-file ISA flags), then each
+# fuzz/fuzz_*.c is linked against it.
 FUZZ_SRC = $(sort $(wildcard fuzz/fuzz_*.c))
 FUZZ_BIN = $(FUZZ_SRC:fuzz/%.c=build-fuzz/%)
-fuzz: $(FUZZ_BIN)
-build-fuzz/%: fuzz/%.c $(LIB_SRC)
-	@mkdir -p build-fuzz
-	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) $(PKGCFLAGS) -o $@ $< $(LIB_SRC) $(LDLIBS) -pthread
+FUZZ_SAN = -fsanitize=address,undefined -fno-omit-frame-pointer
+fuzz:
+	$(MAKE) build-fuzz/lib/libmagiclens.a BUILD=build-fuzz/lib CC=clang OPT=-O1 SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link"
+	$(MAKE) $(FUZZ_BIN)
+build-fuzz/%: fuzz/%.c build-fuzz/lib/libmagiclens.a
+	clang -std=c11 -g -O1 $(FUZZ_SAN) -fsanitize=fuzzer $(CPPFLAGS) $(PKGCFLAGS) -o $@ $< build-fuzz/lib/libmagiclens.a $(LDLIBS) -pthread
 
 # The main job: install, build, fetch the model if absent, run it.
 run: deps
