@@ -19,7 +19,7 @@ LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_SRC = $(sort $(wildcard tests/unit/test_*.c))
 TEST_BIN = $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all lib test test-asan run clean deps fuzz bench
+.PHONY: all lib test test-asan run clean deps fuzz bench check-arm64
 all: $(BUILD)/magiclens $(TEST_BIN)
 
 lib: $(BUILD)/libmagiclens.a
@@ -37,6 +37,8 @@ ifneq ($(filter x86_64%,$(shell $(CC) -dumpmachine)),)
 QG_AVX512 = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx512vnni -mfma
 $(BUILD)/obj/src/kernels/qgemm_avx512.o: ALLFLAGS += $(QG_AVX512)
 $(BUILD)/obj/src/kernels/qgemm_amx.o: ALLFLAGS += $(QG_AVX512) -mamx-tile -mamx-bf16 -mamx-int8
+# bf16 attention on AMX tiles (attention.c calls it only when the ISA is AMX).
+$(BUILD)/obj/src/kernels/attention_amx.o: ALLFLAGS += $(QG_AVX512) -mamx-tile -mamx-bf16
 endif
 
 # SIMD kernels: only these files get -m flags (cpu.c picks them at run time),
@@ -95,6 +97,10 @@ build-fuzz/%: fuzz/%.c build-fuzz/lib/libmagiclens.a
 run: deps
 	$(MAKE) all
 	bash scripts/run-main.sh
+
+# Compile-only check of the portable path for ARM64 (needs gcc-aarch64-linux-gnu).
+check-arm64:
+	bash scripts/check-arm64.sh
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -1,10 +1,11 @@
 /* bench_qgemm - GFLOP/s (int8: GOP/s, 2 per multiply-add) of ml_gemm_packed
  * per shape, ISA and precision, with fp32 ml_gemm for comparison.  Shapes:
  * the ViT-B/16 batch-8 linear layers (M = 8 * 197) and text-tower sizes.
- * Usage: bench_qgemm [threads] [reps].  Best of `reps` runs is reported
+ * Usage: [BENCH_ISA=amx] bench_qgemm [threads] [reps].  Best of `reps` runs is reported
  * (the machine is shared; the best run is the least disturbed). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/progress.h"
 #include "core/threads.h"
@@ -37,11 +38,16 @@ static void bench_shape(const shape *s, int reps) {
     for (size_t i = 0; i < (size_t)s->K * s->N; i++) B[i] = (float)((i * 104729) % 199) / 1000.0f - 0.1f;
     double flop = 2.0 * s->M * s->N * s->K;
     printf("M=%-5d N=%-5d K=%-5d", s->M, s->N, s->K);
-    double t = best_of(reps, s->M, A, NULL, s, B, C);
-    printf(" | fp32 %7.1f", flop / t / 1e9);
+    const char *only = getenv("BENCH_ISA"); /* e.g. BENCH_ISA=amx: that ISA only, no fp32 */
+    double t;
+    if (!only) {
+        t = best_of(reps, s->M, A, NULL, s, B, C);
+        printf(" | fp32 %7.1f", flop / t / 1e9);
+    }
     for (int prec = ML_PREC_BF16; prec <= ML_PREC_INT8; prec++)
         for (int isa = ML_ISA_SCALAR; isa <= ML_ISA_AMX; isa++) {
             if (isa == ML_ISA_AVX2 || !ml_isa_supported((ml_isa)isa)) continue; /* avx2 = scalar path */
+            if (only && strcmp(only, ml_isa_name((ml_isa)isa)) != 0) continue;
             if (isa == ML_ISA_SCALAR && s->M * (double)s->N * s->K > 2e8) {
                 printf(" | %s/%s %7s", ml_precision_name((ml_precision)prec), ml_isa_name((ml_isa)isa), "-");
                 continue; /* the portable path is for correctness; too slow to time here */

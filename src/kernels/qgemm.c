@@ -7,6 +7,7 @@
  * data (same bf16 rounding, same quantised integers), so paths differ only by
  * float32 summation order. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,13 +233,12 @@ typedef struct pack_job {
     const float *A;
     int lda;
     qg_act *act;
+    char *tmp; /* AMX: one packed row (Kp elements) */
 } pack_job;
 
-static void pack_rows(void *ctx, int begin, int end) {
-    const pack_job *pj = ctx;
+static void pack_range(const pack_job *pj, int r0, int r1) {
     const ml_packed *B = pj->B;
     qg_act *q = pj->act;
-    int r0 = begin * 16, r1 = end * 16 < q->M ? end * 16 : q->M;
 #if defined(__x86_64__)
     if (B->simd_a) {
         if (B->prec == ML_PREC_BF16) qg_avx512_pack_bf16(pj->A, pj->lda, B->K, B->Kp, q->a, r0, r1);
@@ -248,6 +248,12 @@ static void pack_rows(void *ctx, int begin, int end) {
 #endif
     if (B->prec == ML_PREC_BF16) ref_pack_bf16(pj->A, pj->lda, B->K, B->Kp, q->a, r0, r1);
     else ref_pack_u8(pj->A, pj->lda, B->K, B->Kp, q->a, q->scale, q->zero, r0, r1);
+}
+
+static void pack_rows(void *ctx, int begin, int end) {
+    const pack_job *pj = ctx;
+    int M = pj->act->M, r0 = begin * 16, r1 = end * 16 < M ? end * 16 : M;
+    pack_range(pj, r0, r1);
 }
 
 typedef void (*qg_kernel_fn)(const qg_job *, int, int, int, int);
@@ -273,7 +279,6 @@ static void run_tasks(void *ctx, int begin, int end) {
 static qg_kernel_fn kernel_fn(const ml_packed *B) {
     int bf = B->prec == ML_PREC_BF16;
 #if defined(__x86_64__)
-    if (B->kernel == QG_AMX) return bf ? qg_amx_bf16 : qg_amx_int8;
     if (B->kernel == QG_AVX512) return bf ? qg_avx512_bf16 : qg_avx512_int8;
 #endif
     return bf ? qg_ref_bf16 : qg_ref_int8;
@@ -311,6 +316,151 @@ static void free_act(qg_act *q) {
     free(q->zero);
 }
 
+/* ---- AMX driver: per-thread activation scratch, packed as it is used ----
+ *
+ * Each thread owns a scratch buffer (grown as needed, reused across calls,
+ * freed when the thread exits) that holds the packed activations of its own
+ * rows only, so there is no whole-matrix pass, no per-call allocation, and a
+ * row block is still in cache when the tiles first read it. */
+
+typedef struct qg_scratch {
+    void *p;
+    size_t n;
+} qg_scratch;
+
+#if defined(__x86_64__) /* the per-thread scratch and the AMX driver */
+static pthread_key_t g_scratch_key;
+static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
+static int g_scratch_ok; /* written once under pthread_once */
+
+static void scratch_free(void *v) {
+    qg_scratch *s = v;
+    if (s) free(s->p);
+    free(s);
+}
+
+static void scratch_init(void) { g_scratch_ok = pthread_key_create(&g_scratch_key, scratch_free) == 0; }
+
+/* This thread's scratch of at least `bytes` (64-byte aligned), or NULL. */
+static void *thread_scratch(size_t bytes) {
+    pthread_once(&g_scratch_once, scratch_init);
+    if (!g_scratch_ok) return NULL;
+    qg_scratch *s = pthread_getspecific(g_scratch_key);
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s) return NULL;
+        if (pthread_setspecific(g_scratch_key, s) != 0) {
+            free(s);
+            return NULL;
+        }
+    }
+    if (s->n < bytes) {
+        free(s->p);
+        s->n = 0;
+        s->p = ml_aligned_alloc(bytes, NULL);
+        if (s->p) s->n = bytes;
+    }
+    return s->p;
+}
+
+typedef struct amx_job {
+    const ml_packed *B;
+    const float *A, *bias;
+    float *C;
+    int M, lda, ldc, accumulate;
+    int mblocks, mparts, nparts, pb;
+} amx_job;
+
+/* Packs local rows [r0, r1) into the AMX blocked layout (qg_amx_task).
+ * With the AVX-512 packers each row goes straight there; otherwise it is
+ * converted into a row buffer after the blocks (tmp) and its 64-byte k steps
+ * are spread out.  Packing row M - 1 also zeroes the padding rows of its
+ * block (their results are never stored). */
+static void amx_pack(void *ctx, int r0, int r1) {
+    const pack_job *pj = ctx;
+    const qg_act *q = pj->act;
+    size_t esz = pj->B->prec == ML_PREC_BF16 ? 2 : 1, row = (size_t)q->Kp * esz;
+    size_t steps = row / 64;
+    int end = r1 == q->M ? q->Mp : r1;
+    for (int r = r0; r < end; r++) {
+        char *dst = (char *)q->a + (size_t)(r / QG_MPAD) * QG_MPAD * row + (size_t)(r % QG_MPAD) * 64;
+        const float *a = pj->A + (size_t)r * pj->lda;
+#if defined(__x86_64__)
+        if (pj->B->simd_a && r < r1) {
+            if (esz == 2) qg_avx512_pack_bf16_blk(a, pj->B->K, q->Kp, (uint16_t *)dst, QG_MPAD * 32);
+            else qg_avx512_pack_u8_blk(a, pj->B->K, q->Kp, (uint8_t *)dst, QG_MPAD * 64, q->scale + r, q->zero + r);
+            continue;
+        }
+#endif
+        char *tmp = pj->tmp;
+        if (r < r1) {
+            qg_act one = {1, 1, q->Kp, tmp, q->scale ? q->scale + r : NULL, q->zero ? q->zero + r : NULL};
+            pack_job pr = {pj->B, a, pj->lda, &one, NULL};
+            pack_range(&pr, 0, 1);
+        } else {
+            memset(tmp, 0, row);
+        }
+        for (size_t s = 0; s < steps; s++) memcpy(dst + s * QG_MPAD * 64, tmp + s * 64, 64);
+    }
+}
+
+static void run_amx(void *ctx, int begin, int end) {
+    const amx_job *aj = ctx;
+    const ml_packed *B = aj->B;
+    for (int t = begin; t < end; t++) {
+        int mp = t / aj->nparts, np = t % aj->nparts;
+        int b0 = (int)((long long)aj->mblocks * mp / aj->mparts);
+        int b1 = (int)((long long)aj->mblocks * (mp + 1) / aj->mparts);
+        int r0 = b0 * QG_MPAD, r1 = b1 * QG_MPAD < aj->M ? b1 * QG_MPAD : aj->M;
+        int pairs = (B->panels + 1) / 2;
+        int q0 = 2 * (int)((long long)pairs * np / aj->nparts);
+        int q1 = 2 * (int)((long long)pairs * (np + 1) / aj->nparts);
+        if (q1 > B->panels) q1 = B->panels;
+        if (r0 >= r1 || q0 >= q1) continue;
+        qg_act act;
+        act.M = r1 - r0, act.Mp = round_up(act.M, QG_MPAD), act.Kp = B->Kp;
+        size_t abytes = (size_t)act.Mp * act.Kp * (B->prec == ML_PREC_BF16 ? 2 : 1);
+        size_t rowb = (size_t)act.Kp * (B->prec == ML_PREC_BF16 ? 2 : 1);
+        size_t bytes = abytes + rowb + (B->prec == ML_PREC_INT8 ? (size_t)act.Mp * 8 : 0);
+        char *s = thread_scratch(bytes);
+        if (!s) {
+            fprintf(stderr, "magiclens: out of memory for %d x %d activation scratch\n", act.M, act.Kp);
+            abort();
+        }
+        act.a = s;
+        act.scale = B->prec == ML_PREC_INT8 ? (float *)(s + abytes + rowb) : NULL;
+        act.zero = B->prec == ML_PREC_INT8 ? (int32_t *)(s + abytes + rowb + (size_t)act.Mp * 4) : NULL;
+        pack_job pj = {B, aj->A + (size_t)r0 * aj->lda, aj->lda, &act, s + abytes};
+        qg_job j = {B, &act, aj->bias, aj->C + (size_t)r0 * aj->ldc, aj->ldc, aj->accumulate};
+        qg_amx_task(&j, q0, q1, aj->pb, amx_pack, &pj);
+    }
+}
+
+/* Splits the threads into mparts row ranges x nparts panel ranges: rows
+ * when there are enough row blocks (each row range packs its rows once),
+ * panels for short M (text tower). */
+static void gemm_amx(int M, const float *A, int lda, const ml_packed *B, const float *bias,
+                     float *C, int ldc, int accumulate) {
+    amx_job aj = {B, A, bias, C, M, lda, ldc, accumulate, 0, 1, 1, 2};
+    aj.mblocks = (M + QG_MPAD - 1) / QG_MPAD;
+    int T = ml_num_threads();
+    long long work = (long long)M * B->N * B->Kp;
+    if (work < 24 * 1024 * 1024) T = 1; /* waking a thread costs more than it saves */
+    int d = 1;
+    for (int c = 1; c <= T; c++)
+        if (T % c == 0 && c <= aj.mblocks / 4) d = c;
+    aj.mparts = d;
+    aj.nparts = T / d;
+    int pairs = (B->panels + 1) / 2;
+    if (aj.nparts > pairs) aj.nparts = pairs;
+    size_t panel_bytes = (size_t)B->Kp * QG_NR * (B->prec == ML_PREC_BF16 ? 2 : 1);
+    aj.pb = (int)(QG_B_BLOCK / panel_bytes) & ~1; /* 1 MB: 256/512 KB and 1.5 MB were slower */
+    if (aj.pb < 2) aj.pb = 2;
+    ml_parallel_for(aj.mparts * aj.nparts, 1, run_amx, &aj);
+}
+
+#endif /* __x86_64__ */
+
 void ml_gemm_packed(int M, const float *A, int lda, const ml_packed *B, const float *bias,
                     float *C, int ldc, int accumulate) {
     if (M <= 0 || !B) return;
@@ -318,6 +468,12 @@ void ml_gemm_packed(int M, const float *A, int lda, const ml_packed *B, const fl
         ml_gemm(M, B->N, B->K, A, lda, B->w, B->N, bias, C, ldc, accumulate);
         return;
     }
+#if defined(__x86_64__)
+    if (B->kernel == QG_AMX) {
+        gemm_amx(M, A, lda, B, bias, C, ldc, accumulate);
+        return;
+    }
+#endif
     qg_act act;
     if (alloc_act(&act, B, M) != 0) {
         /* No way to report it (void API) and no sensible partial result:
@@ -326,7 +482,7 @@ void ml_gemm_packed(int M, const float *A, int lda, const ml_packed *B, const fl
         free_act(&act);
         abort();
     }
-    pack_job pj = {B, A, lda, &act};
+    pack_job pj = {B, A, lda, &act, NULL};
     ml_parallel_for((M + 15) / 16, 2, pack_rows, &pj);
     task_job tj = {{B, &act, bias, C, ldc, accumulate}, kernel_fn(B), 0, 0};
     tj.n_mblocks = (act.Mp + QG_MB - 1) / QG_MB;

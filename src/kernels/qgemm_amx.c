@@ -1,15 +1,23 @@
-/* qgemm_amx.c - AMX tile kernels (tdpbf16ps, tdpbusd).
+/* qgemm_amx.c - AMX tile kernels (tdpbf16ps, tdpbusd) and the per-task loop.
  * Compiled with AVX-512 + AMX flags; called only after ml_isa_supported(
  * ML_ISA_AMX), which has asked Linux for tile-data permission (process-wide).
  *
  * Tile use (palette 1, every tile 16 rows x 64 bytes):
- *   tmm0..3  C: a 32 x 32 float/int32 block as 2 x 2 tiles of 16 x 16
- *   tmm4..5  A: 16 rows x (32 bf16 | 64 u8), rows i..i+15 and i+16..i+31
- *   tmm6..7  B: one k-depth of panel p and p+1; a panel's 64-byte k-group
- *            rows are contiguous, so a B tile is 1 KiB of consecutive bytes.
+ *   tmm0..3  C: a 32 x 32 float/int32 block as 2 x 2 tiles of 16 x 16, kept
+ *            in tiles over the whole K
+ *   tmm4..5  A: 16 rows x (32 bf16 | 64 u8), rows i..i+15 and i+16..i+31,
+ *            1 KiB of consecutive bytes each (blocked scratch, qg_amx_task)
+ *   tmm6..7  B: one k-depth of panel p and p+1, read straight from the
+ *            packed weights (a panel's 64-byte k-group rows are contiguous)
  * Each A tile is used twice and each B tile twice per k step.  The tile
- * configuration is per thread state, so every task loads it itself (cheap
- * next to a task's work) and releases the tiles when done. */
+ * configuration is per thread state: each task (one per thread and call)
+ * loads it once and releases the tiles when done.
+ *
+ * The AVX-512 side work - the previous block's epilogue and the packing of
+ * the next row block - is spread between the k steps, where it overlaps the
+ * tile unit's work (measured, 1 thread, M=1576 N=768 K=768 bf16: with both
+ * the epilogue and the packing removed the same loop ran 2.3 TFLOP/s, so
+ * they remain the main cost). */
 #if defined(__x86_64__)
 
 #include <string.h>
@@ -30,131 +38,239 @@ static void tiles_begin(void) {
     _tile_loadconfig(&cfg);
 }
 
-/* Stores rows [i, i+16) of one 16 x 16 C tile image (`t`) to panel p. */
-static void store_f32_tile(const qg_job *j, const float *t, int i, int p) {
-    for (int r = 0; r < 16 && i + r < j->A->M; r++) qg_store_vec(j, i + r, p, _mm512_loadu_ps(t + 16 * r));
-}
+#ifndef QG_PF_DIST
+#define QG_PF_DIST 2048 /* bytes ahead in a B panel: two k steps */
+#endif
 
-static void store_i32_tile(const qg_job *j, const int32_t *t, int i, int p) {
-    for (int r = 0; r < 16 && i + r < j->A->M; r++)
-        qg_store_i32(j, i + r, p, _mm512_loadu_si512(t + 16 * r));
-}
-
-/* ---- bf16: k step 32 (16 pairs); B tile at byte offset k * 32 ---- */
-
-static void bf16_block2(const qg_job *j, int i, int p) {
-    int Kp = j->A->Kp;
-    const uint16_t *a = (const uint16_t *)j->A->a + (size_t)i * Kp;
-    const char *b0 = qg_panel(j->B, p), *b1 = qg_panel(j->B, p + 1);
-    size_t as = (size_t)Kp * 2;
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-    for (int k = 0; k < Kp; k += 32) {
-        _tile_loadd(4, a + k, as);
-        _tile_loadd(6, b0 + (size_t)k * 32, 64);
-        _tile_loadd(7, b1 + (size_t)k * 32, 64);
-        _tile_loadd(5, a + (size_t)16 * Kp + k, as);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
+/* Prefetches one k step (a 1 KiB tile) of two B panels into L1.  Past a
+ * panel's end this runs into the next panel (the next pair's data); past the
+ * last one it is a no-op (prefetches never fault).  bf16 only: ~5-10% there,
+ * no gain seen for int8. */
+static inline void prefetch_b(const char *b0, const char *b1) {
+#if QG_PF_DIST > 0
+    for (int l = 0; l < 1024; l += 64) {
+        _mm_prefetch(b0 + l, _MM_HINT_T0);
+        _mm_prefetch(b1 + l, _MM_HINT_T0);
     }
-    _Alignas(64) float c[4][256];
-    _tile_stored(0, c[0], 64);
-    _tile_stored(1, c[1], 64);
-    _tile_stored(2, c[2], 64);
-    _tile_stored(3, c[3], 64);
-    store_f32_tile(j, c[0], i, p), store_f32_tile(j, c[1], i, p + 1);
-    store_f32_tile(j, c[2], i + 16, p), store_f32_tile(j, c[3], i + 16, p + 1);
+#else
+    (void)b0, (void)b1;
+#endif
 }
 
-static void bf16_block1(const qg_job *j, int i, int p) {
-    int Kp = j->A->Kp;
-    const uint16_t *a = (const uint16_t *)j->A->a + (size_t)i * Kp;
-    const char *b0 = qg_panel(j->B, p);
-    size_t as = (size_t)Kp * 2;
-    _tile_zero(0);
-    _tile_zero(2);
-    for (int k = 0; k < Kp; k += 32) {
-        _tile_loadd(4, a + k, as);
-        _tile_loadd(5, a + (size_t)16 * Kp + k, as);
-        _tile_loadd(6, b0 + (size_t)k * 32, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(2, 5, 6);
+/* ---- side packing ----
+ * The next row block is packed a row at a time between k steps: rows
+ * [next, end), one every `every` k steps (QG_SIDE_PACK=0: each block is
+ * packed just before its first use instead). */
+#ifndef QG_SIDE_PACK
+#define QG_SIDE_PACK 1
+#endif
+
+typedef struct qg_side {
+    qg_pack_fn pack;
+    void *ctx;
+    int next, end, every;
+} qg_side;
+
+/* ---- deferred epilogue ----
+ * A finished 32 x 32 block's C tiles are stored to `c` and written out to C
+ * (bias, accumulate, int8 dequantisation) a few rows per k step of the NEXT
+ * block, so the AVX-512 epilogue runs while the tile unit is busy instead of
+ * between blocks.  Rows 0..63 of the pending block: tile t = row / 16 (0: rows
+ * i..i+15 of panel p, 1: same rows of p+1, 2/3: rows i+16..i+31), and only
+ * rows < M, panels < p + np, row tiles < nr are written. */
+typedef struct qg_epi {
+    _Alignas(64) float c[4][256]; /* float (bf16) or int32 (int8) tile images */
+    __m512 bias[2], sw[2];        /* per panel of the block: bias (or 0), int8 column scales */
+    __m512i cs[2];                /* int8 column sums */
+    __mmask16 m[2];               /* columns that exist */
+    int i, p, np, nr, done;       /* pending block (np panels x nr 16-row tiles); done == 64: none */
+} qg_epi;
+
+/* Starts the epilogue of the block just stored: the per-panel vectors are
+ * loaded once per block instead of once per row. */
+static inline void epi_begin(const qg_job *j, qg_epi *e, int i, int p, int np, int nr) {
+    e->i = i, e->p = p, e->np = np, e->nr = nr, e->done = 0;
+    for (int t = 0; t < np; t++) {
+        __mmask16 m = (__mmask16)((1u << qg_panel_cols(j->B, p + t)) - 1u);
+        e->m[t] = m;
+        e->bias[t] = j->bias ? _mm512_maskz_loadu_ps(m, j->bias + (p + t) * QG_NR) : _mm512_setzero_ps();
+        if (j->B->prec == ML_PREC_INT8) {
+            e->sw[t] = _mm512_loadu_ps(j->B->scale + (p + t) * QG_NR);
+            e->cs[t] = _mm512_loadu_si512(j->B->colsum + (p + t) * QG_NR);
+        }
     }
-    _Alignas(64) float c[2][256];
-    _tile_stored(0, c[0], 64);
-    _tile_stored(2, c[1], 64);
-    store_f32_tile(j, c[0], i, p), store_f32_tile(j, c[1], i + 16, p);
 }
 
-void qg_amx_bf16(const qg_job *j, int i0, int i1, int p0, int p1) {
+/* Same operations in the same order as qg_store_vec / qg_store_i32 (so int8
+ * stays identical to the AVX-512 path), with the panel vectors hoisted. */
+static inline __attribute__((always_inline)) void epi_rows(const qg_job *j, qg_epi *e, int upto,
+                                                           int bf) {
+    for (; e->done < upto; e->done++) {
+        int t = e->done >> 4, r = e->done & 15, h = t & 1;
+        int row = e->i + (t >> 1) * 16 + r;
+        if (row >= j->A->M || h >= e->np || (t >> 1) >= e->nr) continue;
+        __m512 v;
+        if (bf) {
+            v = _mm512_load_ps(e->c[t] + 16 * r);
+        } else {
+            __m512i acc = _mm512_load_si512(e->c[t] + 16 * r);
+            __m512i zc = _mm512_mullo_epi32(_mm512_set1_epi32(j->A->zero[row]), e->cs[h]);
+            __m512 s = _mm512_mul_ps(_mm512_set1_ps(j->A->scale[row]), e->sw[h]);
+            v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, zc)), s);
+        }
+        float *c = j->C + (size_t)row * j->ldc + (e->p + h) * QG_NR;
+        if (j->bias) v = _mm512_add_ps(v, e->bias[h]);
+        if (j->accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(e->m[h], c));
+        _mm512_mask_storeu_ps(c, e->m[h], v);
+    }
+}
+
+/* ---- kernels: one k step = 64 bytes of K (32 bf16 / 64 u8) ----
+ * A is in the task's blocked layout (see qg_amx_task): k step s of a 32-row
+ * block is 2 KiB at s * 2048, rows 0-15 then rows 16-31, 64 bytes a row.
+ * B's k step s of a panel is the 1 KiB tile at s * 1024. */
+
+#define QG_BLOCK2(name, dp, esz, bf)                                                      \
+    static void name(const qg_job *j, qg_epi *e, qg_side *sd, const char *a, int i, int p) { \
+        int steps = j->A->Kp * (esz) / 64; /* bf16: Kp/32, u8: Kp/64 */                  \
+        int cnt = 0;                                                                      \
+        int per = (64 + steps - 1) / steps, upto = e->done; /* epilogue rows a step */  \
+        const char *b0 = qg_panel(j->B, p), *b1 = qg_panel(j->B, p + 1);                  \
+        _tile_zero(0);                                                                    \
+        _tile_zero(1);                                                                    \
+        _tile_zero(2);                                                                    \
+        _tile_zero(3);                                                                    \
+        for (int s = 0; s < steps; s++) {                                                 \
+            const char *as = a + (size_t)s * 2048;                                        \
+            const char *bs0 = b0 + (size_t)s * 1024, *bs1 = b1 + (size_t)s * 1024;        \
+            if ((esz) == 2) prefetch_b(bs0 + QG_PF_DIST, bs1 + QG_PF_DIST);               \
+            _tile_loadd(4, as, 64);                                                       \
+            _tile_loadd(6, bs0, 64);                                                      \
+            _tile_loadd(7, bs1, 64);                                                      \
+            _tile_loadd(5, as + 1024, 64);                                                \
+            dp(0, 4, 6);                                                                  \
+            dp(1, 4, 7);                                                                  \
+            dp(2, 5, 6);                                                                  \
+            dp(3, 5, 7);                                                                  \
+            upto = upto + per < 64 ? upto + per : 64;                                     \
+            epi_rows(j, e, upto, bf);                                                     \
+            if (sd->next < sd->end && ++cnt >= sd->every) {                               \
+                cnt = 0;                                                                  \
+                sd->pack(sd->ctx, sd->next, sd->next + 1);                                \
+                sd->next++;                                                               \
+            }                                                                             \
+        }                                                                                 \
+        epi_rows(j, e, 64, bf);                                                           \
+        _tile_stored(0, e->c[0], 64);                                                     \
+        _tile_stored(1, e->c[1], 64);                                                     \
+        _tile_stored(2, e->c[2], 64);                                                     \
+        _tile_stored(3, e->c[3], 64);                                                     \
+        epi_begin(j, e, i, p, 2, 2);                                                      \
+    }
+
+#define QG_BLOCK1(name, dp, esz, bf)                                                      \
+    static void name(const qg_job *j, qg_epi *e, const char *a, int i, int p) {           \
+        int steps = j->A->Kp * (esz) / 64;                                                \
+        const char *b0 = qg_panel(j->B, p);                                               \
+        epi_rows(j, e, 64, bf);                                                           \
+        _tile_zero(0);                                                                    \
+        _tile_zero(2);                                                                    \
+        for (int s = 0; s < steps; s++) {                                                 \
+            const char *as = a + (size_t)s * 2048;                                        \
+            _tile_loadd(4, as, 64);                                                       \
+            _tile_loadd(5, as + 1024, 64);                                                \
+            _tile_loadd(6, b0 + (size_t)s * 1024, 64);                                    \
+            dp(0, 4, 6);                                                                  \
+            dp(2, 5, 6);                                                                  \
+        }                                                                                 \
+        _tile_stored(0, e->c[0], 64);                                                     \
+        _tile_stored(2, e->c[2], 64);                                                     \
+        epi_begin(j, e, i, p, 1, 2);                                                      \
+    }
+
+/* The last row block when it has <= 16 rows (small M, the tail of a task):
+ * one A tile, up to 2 panels, half the tile products of a full block. */
+#define QG_HALF(name, dp, esz, bf)                                                        \
+    static void name(const qg_job *j, qg_epi *e, const char *a, int i, int p, int np) {   \
+        int steps = j->A->Kp * (esz) / 64;                                                \
+        const char *b0 = qg_panel(j->B, p), *b1 = qg_panel(j->B, p + np - 1);             \
+        epi_rows(j, e, 64, bf);                                                           \
+        _tile_zero(0);                                                                    \
+        _tile_zero(1);                                                                    \
+        for (int s = 0; s < steps; s++) {                                                 \
+            _tile_loadd(4, a + (size_t)s * 2048, 64);                                     \
+            _tile_loadd(6, b0 + (size_t)s * 1024, 64);                                    \
+            _tile_loadd(7, b1 + (size_t)s * 1024, 64);                                    \
+            dp(0, 4, 6);                                                                  \
+            dp(1, 4, 7);                                                                  \
+        }                                                                                 \
+        _tile_stored(0, e->c[0], 64);                                                     \
+        _tile_stored(1, e->c[1], 64);                                                     \
+        epi_begin(j, e, i, p, np, 1);                                                     \
+    }
+
+QG_HALF(bf16_half, _tile_dpbf16ps, 2, 1)
+QG_HALF(int8_half, _tile_dpbusd, 1, 0)
+QG_BLOCK2(bf16_block2, _tile_dpbf16ps, 2, 1)
+QG_BLOCK1(bf16_block1, _tile_dpbf16ps, 2, 1)
+QG_BLOCK2(int8_block2, _tile_dpbusd, 1, 0)
+QG_BLOCK1(int8_block1, _tile_dpbusd, 1, 0)
+
+/* One task: local rows [0, A->M) x panels [p0, p1).  Panels go in blocks of
+ * pb (a block of B stays in L2 while the task's row blocks pass); each
+ * 32-row block of A is packed (pack(ctx, r0, r1)) just before its first use,
+ * then re-read from the task's scratch for the later panel blocks.  The
+ * scratch holds A blocked: 32-row block b at b * 32 * Kp * esz, inside it k
+ * step s (64 bytes of K) of row r at (s * 32 + r) * 64, so every A tile is
+ * 1 KiB of consecutive bytes. */
+void qg_amx_task(const qg_job *j, int p0, int p1, int pb, qg_pack_fn pack, void *pctx) {
+    int bf = j->B->prec == ML_PREC_BF16, M = j->A->M;
+    int steps = j->A->Kp * (bf ? 2 : 1) / 64;
+    size_t blk = (size_t)32 * j->A->Kp * (bf ? 2 : 1);
+    qg_epi e;
+    e.i = e.p = e.np = e.nr = 0, e.done = 64;
+    qg_side sd = {pack, pctx, 0, 0, 1};
     tiles_begin();
-    for (int i = i0; i < i1 && i < j->A->M; i += 32) {
-        int p = p0;
-        for (; p + 2 <= p1; p += 2) bf16_block2(j, i, p);
-        if (p < p1) bf16_block1(j, i, p);
+    for (int q0 = p0; q0 < p1; q0 += pb) {
+        int q1 = q0 + pb < p1 ? q0 + pb : p1;
+        for (int i = 0; i < M; i += 32) {
+            if (q0 == p0) {
+                /* finish this block's rows, then spread the next block's
+                 * over the k steps of this one's panel pairs */
+                int end = i + 32 < M ? i + 32 : M;
+                if (sd.next < i) sd.next = i;
+                if (sd.next < end) pack(pctx, sd.next, end);
+                sd.next = end;
+                /* (a long row packed in one go between two k steps stalls
+                 * the tile unit more than it hides: K = 3072 lost ~4%) */
+                sd.end = QG_SIDE_PACK && j->B->K <= 1024 && i + 64 < M ? i + 64 : end;
+                int pairs = (q1 - q0) / 2, rows = sd.end - sd.next;
+                int per = pairs > 0 ? (rows + pairs - 1) / pairs : rows;
+                sd.every = per > 0 && steps / per > 0 ? steps / per : 1;
+            } else {
+                sd.end = sd.next; /* all packed */
+            }
+            const char *a = (const char *)j->A->a + (size_t)(i / 32) * blk;
+            int p = q0;
+            if (M - i <= 16) { /* short last block */
+                for (; p < q1; p += 2) {
+                    int np = q1 - p < 2 ? 1 : 2;
+                    if (bf) bf16_half(j, &e, a, i, p, np);
+                    else int8_half(j, &e, a, i, p, np);
+                }
+                continue;
+            }
+            if (bf) {
+                for (; p + 2 <= q1; p += 2) bf16_block2(j, &e, &sd, a, i, p);
+                if (p < q1) bf16_block1(j, &e, a, i, p);
+            } else {
+                for (; p + 2 <= q1; p += 2) int8_block2(j, &e, &sd, a, i, p);
+                if (p < q1) int8_block1(j, &e, a, i, p);
+            }
+        }
     }
-    _tile_release();
-}
-
-/* ---- int8: k step 64 (16 quads); B tile at byte offset k * 16 ---- */
-
-static void int8_block2(const qg_job *j, int i, int p) {
-    int Kp = j->A->Kp;
-    const uint8_t *a = (const uint8_t *)j->A->a + (size_t)i * Kp;
-    const char *b0 = qg_panel(j->B, p), *b1 = qg_panel(j->B, p + 1);
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-    for (int k = 0; k < Kp; k += 64) {
-        _tile_loadd(4, a + k, Kp);
-        _tile_loadd(6, b0 + (size_t)k * 16, 64);
-        _tile_loadd(7, b1 + (size_t)k * 16, 64);
-        _tile_loadd(5, a + (size_t)16 * Kp + k, Kp);
-        _tile_dpbusd(0, 4, 6);
-        _tile_dpbusd(1, 4, 7);
-        _tile_dpbusd(2, 5, 6);
-        _tile_dpbusd(3, 5, 7);
-    }
-    _Alignas(64) int32_t c[4][256];
-    _tile_stored(0, c[0], 64);
-    _tile_stored(1, c[1], 64);
-    _tile_stored(2, c[2], 64);
-    _tile_stored(3, c[3], 64);
-    store_i32_tile(j, c[0], i, p), store_i32_tile(j, c[1], i, p + 1);
-    store_i32_tile(j, c[2], i + 16, p), store_i32_tile(j, c[3], i + 16, p + 1);
-}
-
-static void int8_block1(const qg_job *j, int i, int p) {
-    int Kp = j->A->Kp;
-    const uint8_t *a = (const uint8_t *)j->A->a + (size_t)i * Kp;
-    const char *b0 = qg_panel(j->B, p);
-    _tile_zero(0);
-    _tile_zero(2);
-    for (int k = 0; k < Kp; k += 64) {
-        _tile_loadd(4, a + k, Kp);
-        _tile_loadd(5, a + (size_t)16 * Kp + k, Kp);
-        _tile_loadd(6, b0 + (size_t)k * 16, 64);
-        _tile_dpbusd(0, 4, 6);
-        _tile_dpbusd(2, 5, 6);
-    }
-    _Alignas(64) int32_t c[2][256];
-    _tile_stored(0, c[0], 64);
-    _tile_stored(2, c[1], 64);
-    store_i32_tile(j, c[0], i, p), store_i32_tile(j, c[1], i + 16, p);
-}
-
-void qg_amx_int8(const qg_job *j, int i0, int i1, int p0, int p1) {
-    tiles_begin();
-    for (int i = i0; i < i1 && i < j->A->M; i += 32) {
-        int p = p0;
-        for (; p + 2 <= p1; p += 2) int8_block2(j, i, p);
-        if (p < p1) int8_block1(j, i, p);
-    }
+    if (bf) epi_rows(j, &e, 64, 1);
+    else epi_rows(j, &e, 64, 0);
     _tile_release();
 }
 

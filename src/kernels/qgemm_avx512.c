@@ -97,14 +97,17 @@ static __mmask16 tail_mask(int k, int K) {
 /* vcvtne2ps2bf16 rounds to nearest even like the portable f32_to_bf16 (it
  * also flushes denormals, far below bf16's useful range). */
 void qg_avx512_pack_bf16(const float *A, int lda, int K, int Kp, uint16_t *dst, int r0, int r1) {
-    for (int i = r0; i < r1; i++) {
-        const float *a = A + (size_t)i * lda;
-        uint16_t *d = dst + (size_t)i * Kp;
-        for (int k = 0; k < Kp; k += 32) {
-            __m512 lo = _mm512_maskz_loadu_ps(tail_mask(k, K), a + k);
-            __m512 hi = _mm512_maskz_loadu_ps(tail_mask(k + 16, K), a + k + 16);
-            _mm512_storeu_si512(d + k, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
-        }
+    for (int i = r0; i < r1; i++) qg_avx512_pack_bf16_blk(A + (size_t)i * lda, K, Kp, dst + (size_t)i * Kp, 32);
+}
+
+/* One row: the 64-byte k step s (32 bf16) goes to d + s * cs (cs in
+ * elements; 32: row-major, QG_MPAD * 32: the AMX blocked layout); the K
+ * padding is zeroed. */
+void qg_avx512_pack_bf16_blk(const float *a, int K, int Kp, uint16_t *d, size_t cs) {
+    for (int k = 0; k < Kp; k += 32) {
+        __m512 lo = _mm512_maskz_loadu_ps(tail_mask(k, K), a + k);
+        __m512 hi = _mm512_maskz_loadu_ps(tail_mask(k + 16, K), a + k + 16);
+        _mm512_storeu_si512(d + (size_t)(k / 32) * cs, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
     }
 }
 
@@ -117,28 +120,33 @@ static void row_min_max(const float *a, int K, float *mn, float *mx) {
     *mn = _mm512_reduce_min_ps(vmn), *mx = _mm512_reduce_max_ps(vmx);
 }
 
-/* Same scale / zero point / rounding (cvtps2dq: nearest even, like lrintf)
- * as the portable ref_pack_u8 in qgemm.c. */
+/* Row-major (one row = one run of Kp bytes). */
 void qg_avx512_pack_u8(const float *A, int lda, int K, int Kp, uint8_t *dst, float *scale,
                        int32_t *zero, int r0, int r1) {
-    for (int i = r0; i < r1; i++) {
-        const float *a = A + (size_t)i * lda;
-        float mn, mx;
-        row_min_max(a, K, &mn, &mx);
-        float s = (mx - mn) / 255.0f, inv = s > 0.0f ? 1.0f / s : 0.0f;
-        int z = (int)lrintf(-mn * inv);
-        z = z < 0 ? 0 : z > 255 ? 255 : z;
-        scale[i] = s, zero[i] = z;
-        __m512 vinv = _mm512_set1_ps(inv);
-        __m512i vz = _mm512_set1_epi32(z), lo = _mm512_setzero_si512(), hi = _mm512_set1_epi32(255);
-        uint8_t *d = dst + (size_t)i * Kp;
-        for (int k = 0; k < Kp; k += 16) {
-            __mmask16 m = tail_mask(k, K);
-            __m512 x = _mm512_maskz_loadu_ps(m, a + k);
-            __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(x, vinv)), vz);
-            q = _mm512_maskz_mov_epi32(m, _mm512_min_epi32(_mm512_max_epi32(q, lo), hi));
-            _mm_storeu_si128((__m128i *)(d + k), _mm512_cvtepi32_epi8(q));
-        }
+    for (int i = r0; i < r1; i++)
+        qg_avx512_pack_u8_blk(A + (size_t)i * lda, K, Kp, dst + (size_t)i * Kp, 64, scale + i, zero + i);
+}
+
+/* One row, u8: k step s (64 values) goes to d + s * cs (cs = 64: row-major;
+ * QG_MPAD * 64: the AMX blocked layout).  Same scale / zero point / rounding
+ * (cvtps2dq: nearest even, like lrintf) as the portable ref_pack_u8 in
+ * qgemm.c. */
+void qg_avx512_pack_u8_blk(const float *a, int K, int Kp, uint8_t *d, size_t cs, float *scale,
+                           int32_t *zero) {
+    float mn, mx;
+    row_min_max(a, K, &mn, &mx);
+    float s = (mx - mn) / 255.0f, inv = s > 0.0f ? 1.0f / s : 0.0f;
+    int z = (int)lrintf(-mn * inv);
+    z = z < 0 ? 0 : z > 255 ? 255 : z;
+    *scale = s, *zero = z;
+    __m512 vinv = _mm512_set1_ps(inv);
+    __m512i vz = _mm512_set1_epi32(z), lo = _mm512_setzero_si512(), hi = _mm512_set1_epi32(255);
+    for (int k = 0; k < Kp; k += 16) {
+        __mmask16 m = tail_mask(k, K);
+        __m512 x = _mm512_maskz_loadu_ps(m, a + k);
+        __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(x, vinv)), vz);
+        q = _mm512_maskz_mov_epi32(m, _mm512_min_epi32(_mm512_max_epi32(q, lo), hi));
+        _mm_storeu_si128((__m128i *)(d + (size_t)(k / 64) * cs + k % 64), _mm512_cvtepi32_epi8(q));
     }
 }
 

@@ -81,12 +81,22 @@ void qg_ref_bf16(const qg_job *j, int i0, int i1, int p0, int p1);
 void qg_ref_int8(const qg_job *j, int i0, int i1, int p0, int p1);
 void qg_avx512_bf16(const qg_job *j, int i0, int i1, int p0, int p1);
 void qg_avx512_int8(const qg_job *j, int i0, int i1, int p0, int p1);
-void qg_amx_bf16(const qg_job *j, int i0, int i1, int p0, int p1);
-void qg_amx_int8(const qg_job *j, int i0, int i1, int p0, int p1);
+
+/* AMX: one task over all local rows of j->A (packed lazily by pack) and
+ * panels [p0, p1) in L2 blocks of pb panels. */
+typedef void (*qg_pack_fn)(void *ctx, int r0, int r1);
+void qg_amx_task(const qg_job *j, int p0, int p1, int pb, qg_pack_fn pack, void *pctx);
 
 /* Activation packers for rows [r0, r1) (< M); the K padding is zeroed. */
 void qg_avx512_pack_bf16(const float *A, int lda, int K, int Kp, uint16_t *dst, int r0, int r1);
 void qg_avx512_pack_u8(const float *A, int lda, int K, int Kp, uint8_t *dst, float *scale,
                        int32_t *zero, int r0, int r1);
+
+/* One row, k step s (64 bytes) at d + s * cs elements (row-major: cs = 64
+ * bytes' worth; AMX blocked layout: QG_MPAD times that); int8 also gives the
+ * row's scale / zero point. */
+void qg_avx512_pack_bf16_blk(const float *a, int K, int Kp, uint16_t *d, size_t cs);
+void qg_avx512_pack_u8_blk(const float *a, int K, int Kp, uint8_t *d, size_t cs, float *scale,
+                           int32_t *zero);
 
 #endif

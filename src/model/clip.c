@@ -4,12 +4,14 @@
  * linear layers run as single large matrix products; only attention works
  * per sequence. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
 #include "core/mem.h"
 #include "core/threads.h"
+#include "kernels/attention.h"
 #include "kernels/gemm.h"
 #include "kernels/ops.h"
 #include "model/model.h"
@@ -41,36 +43,43 @@ static void scratch_free(block_scratch *s) {
 }
 
 /* Attention over each of `nseq` sequences of `T` tokens, one task per
- * (sequence, head) pair. */
+ * (sequence, head) pair, at the model's precision.  The tasks are handed
+ * out one at a time from a shared counter, so that a thread slowed down
+ * (by another process on its core) takes fewer of them. */
 typedef struct attn_job {
-    int T, width, heads, hd, causal;
+    int T, width, heads, hd, causal, ntasks;
+    ml_precision prec;
     const block_scratch *s;
     const unsigned char *key_ok; /* [nseq*T] or NULL */
+    atomic_int next;
 } attn_job;
 
 static void attn_tasks(void *ctx, int begin, int end) {
-    const attn_job *j = ctx;
-    for (int t = begin; t < end; t++) {
+    attn_job *j = ctx;
+    (void)begin, (void)end;
+    float scale = 1.0f / sqrtf((float)j->hd);
+    for (int t; (t = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->ntasks;) {
         int seq = t / j->heads, h = t % j->heads;
         size_t off = (size_t)seq * j->T * j->width + (size_t)h * j->hd;
-        float scale = 1.0f / sqrtf((float)j->hd);
-        ml_attention(j->T, j->T, 1, j->hd, j->s->q + off, j->width, j->s->k + off, j->width,
-                     j->s->v + off, j->width, scale, NULL, 0.0f,
-                     j->key_ok ? j->key_ok + (size_t)seq * j->T : NULL, j->causal,
-                     j->s->att + off, j->width);
+        ml_attention_prec(j->prec, j->T, j->T, 1, j->hd, j->s->q + off, j->width, j->s->k + off,
+                          j->width, j->s->v + off, j->width, scale, NULL, 0.0f,
+                          j->key_ok ? j->key_ok + (size_t)seq * j->T : NULL, j->causal,
+                          j->s->att + off, j->width);
     }
 }
 
 /* x [nseq*T, width] += block(x), as scenic's ResidualAttentionBlock. */
-static void clip_block(const ml_clip_block *b, int nseq, int T, int width, int heads,
-                       const unsigned char *key_ok, int causal, float *x, block_scratch *s) {
+static void clip_block(const ml_clip_block *b, ml_precision prec, int nseq, int T, int width,
+                       int heads, const unsigned char *key_ok, int causal, float *x,
+                       block_scratch *s) {
     int rows = nseq * T;
     ml_layernorm(rows, width, x, b->ln_1.scale, b->ln_1.bias, 1e-5f, 0, s->h);
     ml_linear_forward(&b->q, rows, s->h, s->q, 0);
     ml_linear_forward(&b->k, rows, s->h, s->k, 0);
     ml_linear_forward(&b->v, rows, s->h, s->v, 0);
-    attn_job j = {T, width, heads, width / heads, causal, s, key_ok};
-    ml_parallel_for(nseq * heads, 1, attn_tasks, &j);
+    attn_job j = {T, width, heads, width / heads, causal, nseq * heads, prec, s, key_ok, 0};
+    int parts = ml_num_threads() < j.ntasks ? ml_num_threads() : j.ntasks;
+    ml_parallel_for(parts, 1, attn_tasks, &j);
     ml_linear_forward(&b->o, rows, s->att, x, 1);
     ml_layernorm(rows, width, x, b->ln_2.scale, b->ln_2.bias, 1e-5f, 0, s->h);
     ml_linear_forward(&b->fc, rows, s->h, s->ff, 0);
@@ -109,7 +118,7 @@ int ml_vision_forward(const ml_model *m, int n, const float *const *pixels, floa
     }
     for (int i = 0; i < n; i++) extract_patches(pixels[i], v->grid, v->patch, patches + (size_t)i * np * pd);
     /* Patch embeddings land in s.ff, then move behind each class token. */
-    ml_gemm(n * np, W, pd, patches, pd, v->patch_embed.w, W, NULL, s.ff, W, 0);
+    ml_linear_forward(&v->patch_embed, n * np, patches, s.ff, 0); /* [pd, W], no bias */
     for (int i = 0; i < n; i++) {
         float *xi = x + (size_t)i * T * W;
         memcpy(xi, v->class_emb, sizeof(float) * W);
@@ -117,7 +126,8 @@ int ml_vision_forward(const ml_model *m, int n, const float *const *pixels, floa
         ml_add(xi, v->pos_emb, (long)T * W);
     }
     ml_layernorm((int)rows, W, x, v->ln_pre.scale, v->ln_pre.bias, 1e-5f, 0, x);
-    for (int l = 0; l < v->layers; l++) clip_block(&v->blocks[l], n, T, W, v->heads, NULL, 0, x, &s);
+    for (int l = 0; l < v->layers; l++)
+        clip_block(&v->blocks[l], (ml_precision)m->precision, n, T, W, v->heads, NULL, 0, x, &s);
     for (int i = 0; i < n; i++) {
         float *cls = s.h + (size_t)i * W;
         ml_layernorm(1, W, x + (size_t)i * T * W, v->ln_post.scale, v->ln_post.bias, 1e-5f, 0, cls);
@@ -153,7 +163,8 @@ int ml_text_forward(const ml_model *m, const int32_t *ids, float *out_emb, ml_er
         for (int c = 0; c < W; c++) x[(size_t)i * W + c] = e[c] + p[c];
         key_ok[i] = ids[i] > 0; /* id 0 is padding, even inside the text */
     }
-    for (int l = 0; l < t->layers; l++) clip_block(&t->blocks[l], 1, L, W, t->heads, key_ok, 1, x, &s);
+    for (int l = 0; l < t->layers; l++)
+        clip_block(&t->blocks[l], (ml_precision)m->precision, 1, L, W, t->heads, key_ok, 1, x, &s);
     ml_layernorm(1, W, x + (size_t)eot * W, t->ln_final.scale, t->ln_final.bias, 1e-5f, 0, s.h);
     ml_gemm(1, t->proj.out, W, s.h, W, t->proj.w, t->proj.out, NULL, out_emb, t->proj.out, 0);
     free(x);

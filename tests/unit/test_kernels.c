@@ -8,6 +8,7 @@
 #include "magiclens.h"
 #include "core/threads.h"
 #include "kernels/cpu.h"
+#include "kernels/attention.h"
 #include "kernels/gemm.h"
 #include "kernels/ops.h"
 
@@ -46,7 +47,11 @@ static void test_gemm(int M, int N, int K, int bias, int acc, int pad) {
     free(A), free(B), free(C), free(b), free(R);
 }
 
-static void test_attention(int T, int heads, int hd, int causal, int use_mask, float cap) {
+/* direct: ml_attention (float32, 1e-5); else ml_attention_prec at `prec`
+ * (fp32: the same bound; bf16 / int8: bf16 operands where the ISA has a
+ * kernel, so the bound of bf16 rounding of q, k, p and v). */
+static void test_attention_at(int direct, ml_precision prec, int T, int heads, int hd, int causal, int use_mask,
+                              float cap) {
     int W = heads * hd;
     float *q = malloc(sizeof(float) * T * W), *k = malloc(sizeof(float) * T * W);
     float *v = malloc(sizeof(float) * T * W), *o = malloc(sizeof(float) * T * W);
@@ -58,8 +63,13 @@ static void test_attention(int T, int heads, int hd, int causal, int use_mask, f
      * rows 0-1 have no usable key (their output must be exactly zero) */
     for (int i = 0; i < T; i++) ok[i] = use_mask ? (i % 3 != 1 && i > 1) : 1;
     float scale = 1.0f / sqrtf((float)hd);
-    ml_attention(T, T, heads, hd, q, W, k, W, v, W, scale, qs, cap, use_mask ? ok : NULL, causal,
-                 o, W);
+    for (int i = 0; i < T * W; i++) o[i] = NAN; /* every output must be written */
+    if (direct)
+        ml_attention(T, T, heads, hd, q, W, k, W, v, W, scale, qs, cap, use_mask ? ok : NULL, causal,
+                     o, W);
+    else
+        ml_attention_prec(prec, T, T, heads, hd, q, W, k, W, v, W, scale, qs, cap,
+                          use_mask ? ok : NULL, causal, o, W);
     double worst = 0;
     for (int h = 0; h < heads; h++)
         for (int t = 0; t < T; t++) {
@@ -79,12 +89,25 @@ static void test_attention(int T, int heads, int hd, int causal, int use_mask, f
                 double r = 0;
                 for (int s = 0; s < T && any; s++)
                     if (!isnan(p[s])) r += exp(p[s] - mx) / sum * v[s * W + h * hd + i];
-                worst = fmax(worst, fabs(r - o[t * W + h * hd + i]));
+                double e = fabs(r - o[t * W + h * hd + i]);
+                worst = isnan(e) ? INFINITY : fmax(worst, e);
             }
         }
-    CHECK_MSG(worst < 1e-5, "%s attention T=%d heads=%d hd=%d causal=%d mask=%d cap=%g: err %g",
-              g_isa, T, heads, hd, causal, use_mask, cap, worst);
+    double tol = prec == ML_PREC_FP32 ? 1e-5 : 3e-2;
+    CHECK_MSG(worst < tol, "%s attention (%s) T=%d heads=%d hd=%d causal=%d mask=%d cap=%g: err %g",
+              g_isa, ml_precision_name(prec), T, heads, hd, causal, use_mask, cap, worst);
+    if (getenv("ML_TEST_VERBOSE"))
+        fprintf(stderr, "%s attention (%s) T=%d hd=%d: err %g\n", g_isa, ml_precision_name(prec), T,
+                hd, worst);
     free(q), free(k), free(v), free(o);
+}
+
+static void test_attention(int T, int heads, int hd, int causal, int use_mask, float cap) {
+    test_attention_at(1, ML_PREC_FP32, T, heads, hd, causal, use_mask, cap);
+    /* fp32 through the precision dispatch must be the float32 kernel */
+    test_attention_at(0, ML_PREC_FP32, T, heads, hd, causal, use_mask, cap);
+    test_attention_at(0, ML_PREC_BF16, T, heads, hd, causal, use_mask, cap);
+    test_attention_at(0, ML_PREC_INT8, T, heads, hd, causal, use_mask, cap);
 }
 
 /* Rows of width n with a large offset (the mean must not eat the variance). */
@@ -120,6 +143,9 @@ static void test_layernorm(int rows, int n, float offset) {
 static void test_elementwise(long n) {
     float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n), *z = malloc(sizeof(float) * n);
     for (long i = 0; i < n; i++) x[i] = 12 * frand() * frand() * frand() * (i % 50 == 0 ? 10 : 1), y[i] = x[i], z[i] = frand();
+    /* the saturated ends: exp(-1.702 x) overflowing / underflowing */
+    float ends[] = {-1000.0f, -200.0f, -52.0f, -51.0f, 60.0f, 1000.0f, 0.0f};
+    for (int i = 0; i < 7 && i < n; i++) x[i] = y[i] = ends[i];
     ml_quick_gelu(y, n);
     double worst = 0;
     for (long i = 0; i < n; i++) {
@@ -159,6 +185,8 @@ static void run_all(void) {
                 test_gemm(sizes[i][0], sizes[i][1], sizes[i][2], f & 1, (f >> 1) & 1, f & 4 ? 3 : 0);
         test_layernorm(3, 37, 10);
         test_layernorm(200, 768, 100);
+        test_layernorm(4, 1000, 3000); /* a larger offset: one-pass stats */
+        test_layernorm(2, 1, 5);
         test_elementwise(100003);
         test_elementwise(7);
     }
@@ -169,6 +197,14 @@ static void run_all(void) {
     test_attention(70, 2, 64, 1, 1, 3.0f);
     test_attention(197, 1, 64, 0, 0, 0);
     test_attention(257, 2, 80, 0, 1, 0);
+    /* shapes for the bf16 tile kernel: hd 32 / 64 / 96 / 128, partial
+     * query and key blocks, causal text rows */
+    test_attention(17, 2, 32, 0, 0, 0);
+    test_attention(77, 2, 64, 1, 1, 0);
+    test_attention(50, 1, 96, 1, 0, 4.0f);
+    test_attention(197, 2, 64, 0, 1, 0);
+    test_attention(64, 1, 128, 0, 0, 0);
+    test_attention(260, 1, 64, 1, 0, 0);
     for (int n = 1; n < 40; n += 3)
         for (int m = 0; m < 3; m++) test_softmax(n, m);
     test_softmax(257, 1);

@@ -6,7 +6,7 @@
  *   - the double product of the original float inputs, with the elementwise
  *     worst-case bound the quantisation allows (a loose bound);
  *   - the portable path's result (AMX vs AVX-512 vs reference).
- * Sizes hit every edge: M = 1, 3, 17, 77, 1576; K not a multiple of 32/64;
+ * Sizes hit every edge: M = 1, 3, 17, 72, 77, 80, 100, 1576; K not a multiple of 32/64;
  * N not a multiple of 16 and odd panel counts; strided lda/ldc; bias and
  * accumulate on and off; 1 and 2 threads. */
 #include <math.h>
@@ -197,6 +197,11 @@ static void test_sizes(void) {
         {1, 33, 40, 40, 33, 1, 0},     {3, 16, 64, 70, 20, 0, 1},    {17, 33, 770, 770, 40, 1, 1},
         {17, 48, 32, 32, 48, 0, 0},    {77, 100, 200, 203, 100, 1, 0}, {5, 1, 1, 1, 1, 1, 1},
         {1576, 33, 770, 771, 35, 1, 1}, {40, 64, 3072, 3072, 64, 1, 0},
+        /* AMX driver: several L2 blocks of panels (bf16; int8 too at
+         * K=1600) on one thread, short M split over panels on two; each
+         * ends in a <= 16-row block */
+        {80, 700, 800, 803, 701, 1, 1}, {100, 1105, 300, 300, 1105, 0, 0},
+        {72, 700, 1600, 1600, 700, 1, 0},
     };
     for (int threads = 1; threads <= 2; threads++) {
         ml_set_threads(threads);

@@ -1,0 +1,298 @@
+/* attention_amx.c - one attention head with bf16 operands on AMX tiles.
+ * Compiled with AVX-512 (+BF16) and AMX flags; called only when the active
+ * ISA is AMX (cpu.c has asked Linux for tile-data permission).
+ *
+ * S = Q K^T and O = P V run as tdpbf16ps with float32 accumulation; the
+ * scale, masks, cap and softmax are float32 (exp_row_bf16: the 1/sum is
+ * applied to the output rows; exp(s - max) is rounded to bf16 only as the
+ * P V operand).  Per block of 16 query rows: Q -> bf16 tile, 16 x S
+ * scores, softmax, 16 x hd output.
+ *
+ * Scratch (S rounded up to Sp, a multiple of 32; pad keys are zero):
+ *   kv  K^T as B tiles: [Sp/16 key blocks][hd/32 k-blocks] of 16 x 16 u32
+ *       (u32 = the bf16 pair K[s][2i], K[s][2i+1]; tile row i, column s)
+ *   vv  V as B tiles:   [Sp/32 key blocks][hd/16 dim blocks] of 16 x 16 u32
+ *       (u32 = V[2j][d], V[2j+1][d]; tile row j, column d)
+ *   sb  float scores [16][Sp]; pb bf16 probabilities [16][Sp];
+ *   qb  bf16 queries [16][hd]; ob float output block [16][hd]
+ * Tiles (palette 1, all 16 rows x 64 bytes): tmm0-3 C, tmm4 A, tmm5-7 B
+ * (three B tiles, so a load need not wait for the product before last). */
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define ML_SIMD_AVX512
+#include "kernels/gemm_simd.h"
+#include "kernels/attention_isa.h"
+#include "kernels/gemm_isa.h"
+
+typedef struct tile_config {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_config;
+
+static void tiles_begin(void) {
+    _Alignas(64) tile_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) cfg.rows[t] = 16, cfg.colsb[t] = 64;
+    _tile_loadconfig(&cfg);
+}
+
+static inline __m256i bf16x16(__m512 x) { return (__m256i)_mm512_cvtneps_pbh(x); }
+
+static inline int pad32(int n) { return (n + 31) & ~31; }
+
+/* Q, K and V are column slices of [T, width] matrices far bigger than the
+ * caches, read one row (hd floats, a few lines) at a time across pages:
+ * the hardware prefetchers miss them, so the row `ahead` rows on is asked
+ * for explicitly. */
+#define ATT_AHEAD 16
+static inline void prefetch_row(const float *row, int hd) {
+    for (int i = 0; i < hd; i += 16) _mm_prefetch((const char *)(row + i), _MM_HINT_T0);
+}
+
+size_t ml_att_amx_scratch(int S, int hd) {
+    size_t Sp = (size_t)pad32(S);
+    return Sp * hd * 2 * 2       /* kv, vv */
+           + 16 * Sp * 4         /* sb */
+           + 16 * Sp * 2         /* pb */
+           + 16 * (size_t)hd * 2 /* qb */
+           + 16 * (size_t)hd * 4 /* ob */;
+}
+
+/* K^T tiles, one key block of 16 at a time: the block's rows go to bf16,
+ * then each tile row (one bf16 pair of 16 keys) is a gather of 16 u32. */
+static void pack_k(int S, int Sp, int hd, const float *k, int ldk, uint32_t *kv) {
+    int KB = hd / 32, H2 = hd / 2;
+    _Alignas(64) uint32_t blk[16 * (ML_ATT_HD_MAX / 2)];
+    __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                     _mm512_set1_epi32(H2));
+    for (int s0 = 0; s0 < Sp; s0 += 16) {
+        for (int c = 0; c < 16; c++) {
+            uint16_t *d = (uint16_t *)(blk + (size_t)c * H2);
+            if (s0 + c >= S) {
+                memset(d, 0, sizeof(uint16_t) * hd);
+                continue;
+            }
+            const float *ks = k + (size_t)(s0 + c) * ldk;
+            if (s0 + c + ATT_AHEAD < S) prefetch_row(ks + (size_t)ATT_AHEAD * ldk, hd);
+            for (int i = 0; i < hd; i += 16) _mm256_store_si256((__m256i *)(d + i), bf16x16(_mm512_loadu_ps(ks + i)));
+        }
+        uint32_t *dst = kv + (size_t)(s0 / 16) * KB * 256;
+        for (int j = 0; j < H2; j++)
+            _mm512_store_si512(dst + (j / 16) * 256 + (j % 16) * 16,
+                               _mm512_i32gather_epi32(_mm512_add_epi32(idx, _mm512_set1_epi32(j)), blk, 4));
+    }
+}
+
+static inline __m512i v_row16(int s, int S, const float *v, int ldv, int d) {
+    if (s >= S) return _mm512_setzero_si512();
+    return _mm512_cvtepu16_epi32(bf16x16(_mm512_loadu_ps(v + (size_t)s * ldv + d)));
+}
+
+static void pack_v(int S, int Sp, int hd, const float *v, int ldv, uint32_t *vv) {
+    int DB = hd / 16;
+    for (int p = 0; p < Sp / 2; p++) {
+        int kb = p / 16, kk = p % 16;
+        if (2 * p + 1 + ATT_AHEAD < S) {
+            prefetch_row(v + (size_t)(2 * p + ATT_AHEAD) * ldv, hd);
+            prefetch_row(v + (size_t)(2 * p + 1 + ATT_AHEAD) * ldv, hd);
+        }
+        for (int db = 0; db < DB; db++) {
+            __m512i lo = v_row16(2 * p, S, v, ldv, db * 16), hi = v_row16(2 * p + 1, S, v, ldv, db * 16);
+            _mm512_store_si512(vv + ((size_t)(kb * DB + db) * 16 + kk) * 16,
+                               _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+        }
+    }
+}
+
+/* exp(y) for y <= 0 to about 1e-5 relative: far below the bf16 rounding
+ * (2^-9) the result gets next.  y = n ln2 + r, |r| <= ln2/2, e^r by its
+ * degree-4 Taylor polynomial, 2^n by vscalefps; y < -87.3 (masked keys,
+ * -inf) gives exactly 0. */
+static inline __m512 exp_bf16grade(__m512 y) {
+    __mmask16 live = _mm512_cmp_ps_mask(y, _mm512_set1_ps(-87.33654f), _CMP_GE_OQ);
+    y = _mm512_max_ps(y, _mm512_set1_ps(-87.33654f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(y, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), y);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 24), r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_maskz_scalef_ps(live, p, n);
+}
+
+/* dst[0, n) = bf16(exp(row * sc - max)), zeros in [n, Sp); returns
+ * 1 / sum of the exponentials (0 for a row with no usable key: all -inf),
+ * which the caller applies to the output row (P V is linear in P). */
+static float exp_row_bf16(const float *row, int n, int Sp, float sc, uint16_t *dst) {
+    vf mx = vset1(-INFINITY), vsc = vset1(sc);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) mx = vmax(mx, vmul(vload(row + i), vsc));
+    if (i < n) mx = _mm512_mask_max_ps(mx, vmask(n - i), mx, vmul(vload_m(row + i, vmask(n - i)), vsc));
+    float m = vhmax(mx);
+    if (m == -INFINITY) {
+        memset(dst, 0, sizeof(uint16_t) * Sp);
+        return 0.0f;
+    }
+    vf neg_m = vset1(-m), sum = vzero();
+    for (i = 0; i + 16 <= n; i += 16) {
+        vf e = exp_bf16grade(vfma(vload(row + i), vsc, neg_m));
+        sum = vadd(sum, e);
+        _mm256_storeu_si256((__m256i *)(dst + i), bf16x16(e));
+    }
+    if (i < n) {
+        vm msk = vmask(n - i);
+        vf e = _mm512_maskz_mov_ps(msk, exp_bf16grade(vfma(vload_m(row + i, msk), vsc, neg_m)));
+        sum = vadd(sum, e);
+        _mm256_storeu_si256((__m256i *)(dst + i), bf16x16(e));
+        i += 16;
+    }
+    for (; i < Sp; i += 16) _mm256_storeu_si256((__m256i *)(dst + i), _mm256_setzero_si256());
+    return 1.0f / vhsum(sum);
+}
+
+void ml_att_amx_head(int T, int S, int hd, const float *q, int ldq, const float *k, int ldk,
+                     const float *v, int ldv, float scale, const float *qscale, float cap,
+                     const unsigned char *key_ok, int causal, float *out, int ldo, void *scratch) {
+    int Sp = pad32(S), KB = hd / 32, DB = hd / 16;
+    uint32_t *kv = scratch, *vv = kv + (size_t)Sp * hd / 2;
+    float *sb = (float *)(vv + (size_t)Sp * hd / 2);
+    uint16_t *pb = (uint16_t *)(sb + (size_t)16 * Sp), *qb = pb + (size_t)16 * Sp;
+    float *ob = (float *)(qb + (size_t)16 * hd);
+    pack_k(S, Sp, hd, k, ldk, kv);
+    pack_v(S, Sp, hd, v, ldv, vv);
+    tiles_begin();
+    for (int t0 = 0; t0 < T; t0 += 16) {
+        int rows = T - t0 < 16 ? T - t0 : 16;
+        /* Keys any row of this block may use (causal: up to its last row). */
+        int maxn = causal ? (t0 + rows < S ? t0 + rows : S) : S;
+        for (int r = 0; r < 16; r++) {
+            uint16_t *d = qb + (size_t)r * hd;
+            if (r >= rows) {
+                memset(d, 0, sizeof(uint16_t) * hd);
+                continue;
+            }
+            const float *qt = q + (size_t)(t0 + r) * ldq;
+            if (t0 + r + 16 < T) prefetch_row(qt + (size_t)16 * ldq, hd);
+            for (int i = 0; i < hd; i += 16) {
+                __m512 x = _mm512_loadu_ps(qt + i);
+                if (qscale) x = _mm512_mul_ps(x, _mm512_loadu_ps(qscale + i));
+                _mm256_storeu_si256((__m256i *)(d + i), bf16x16(x));
+            }
+        }
+        /* scores: 16 x (key blocks covering maxn) */
+        int nblk = (maxn + 15) / 16, nb = 0;
+        size_t ss = (size_t)Sp * 4, qs = (size_t)hd * 2;
+        for (; nb + 4 <= nblk; nb += 4) {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int kb = 0; kb < KB; kb++) {
+                const uint32_t *b = kv + ((size_t)nb * KB + kb) * 256;
+                _tile_loadd(4, qb + kb * 32, qs);
+                _tile_loadd(6, b, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_loadd(7, b + (size_t)KB * 256, 64);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_loadd(5, b + (size_t)2 * KB * 256, 64);
+                _tile_dpbf16ps(2, 4, 5);
+                _tile_loadd(6, b + (size_t)3 * KB * 256, 64);
+                _tile_dpbf16ps(3, 4, 6);
+            }
+            _tile_stored(0, sb + (size_t)nb * 16, ss);
+            _tile_stored(1, sb + (size_t)nb * 16 + 16, ss);
+            _tile_stored(2, sb + (size_t)nb * 16 + 32, ss);
+            _tile_stored(3, sb + (size_t)nb * 16 + 48, ss);
+        }
+        for (; nb < nblk; nb++) {
+            _tile_zero(0);
+            for (int kb = 0; kb < KB; kb++) {
+                _tile_loadd(4, qb + kb * 32, qs);
+                _tile_loadd(6, kv + ((size_t)nb * KB + kb) * 256, 64);
+                _tile_dpbf16ps(0, 4, 6);
+            }
+            _tile_stored(0, sb + (size_t)nb * 16, ss);
+        }
+        /* softmax in float: unnormalised exponentials to bf16, 1/sum kept */
+        float inv[16];
+        for (int r = 0; r < 16; r++) {
+            uint16_t *pr = pb + (size_t)r * Sp;
+            if (r >= rows) {
+                memset(pr, 0, sizeof(uint16_t) * Sp);
+                continue;
+            }
+            int t = t0 + r, n = causal ? (t + 1 < S ? t + 1 : S) : S;
+            float *row = sb + (size_t)r * Sp, sc = scale;
+            if (key_ok)
+                for (int s = 0; s < n; s++)
+                    if (!key_ok[s]) row[s] = -INFINITY;
+            if (cap > 0) {
+                for (int s = 0; s < n; s++)
+                    if (row[s] != -INFINITY) row[s] = cap * tanhf(row[s] * scale / cap);
+                sc = 1.0f;
+            }
+            inv[r] = exp_row_bf16(row, n, Sp, sc, pr);
+        }
+        /* out = P V over the key blocks that can be nonzero */
+        int kbn = (maxn + 31) / 32;
+        float *o = ob; /* then scaled by 1/sum on the one write to out */
+        size_t os = (size_t)hd * 4, ps = (size_t)Sp * 2;
+        int db = 0;
+        for (; db + 4 <= DB; db += 4) {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int kb = 0; kb < kbn; kb++) {
+                const uint32_t *b = vv + ((size_t)kb * DB + db) * 256;
+                _tile_loadd(4, pb + kb * 32, ps);
+                _tile_loadd(6, b, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_loadd(7, b + 256, 64);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_loadd(5, b + 512, 64);
+                _tile_dpbf16ps(2, 4, 5);
+                _tile_loadd(6, b + 768, 64);
+                _tile_dpbf16ps(3, 4, 6);
+            }
+            _tile_stored(0, o + db * 16, os);
+            _tile_stored(1, o + db * 16 + 16, os);
+            _tile_stored(2, o + db * 16 + 32, os);
+            _tile_stored(3, o + db * 16 + 48, os);
+        }
+        for (; db < DB; db += 2) { /* hd % 32 == 0: dim blocks come in pairs */
+            _tile_zero(0);
+            _tile_zero(1);
+            for (int kb = 0; kb < kbn; kb++) {
+                const uint32_t *b = vv + ((size_t)kb * DB + db) * 256;
+                _tile_loadd(4, pb + kb * 32, ps);
+                _tile_loadd(6, b, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_loadd(7, b + 256, 64);
+                _tile_dpbf16ps(1, 4, 7);
+            }
+            _tile_stored(0, o + db * 16, os);
+            _tile_stored(1, o + db * 16 + 16, os);
+        }
+        for (int r = 0; r < rows; r++) {
+            const float *src = ob + (size_t)r * hd;
+            float *dst = out + (size_t)(t0 + r) * ldo;
+            vf w = vset1(inv[r]);
+            for (int i = 0; i < hd; i += 16) vstore(dst + i, vmul(vload(src + i), w));
+        }
+    }
+    _tile_release();
+}
+
+#else
+typedef int ml_attention_amx_unused; /* ISO C wants a non-empty file */
+#endif
