@@ -146,18 +146,15 @@ static void prep_tasks(void *ctx, int begin, int end) {
         j->ok[i] = ml_model_preprocess(j->m, j->imgs[i], j->pixels[i], &j->errs[i]) == 0;
 }
 
-/* Text and fusion for one item whose CLIP image embedding is img_emb. */
-static int embed_item(ml_model *m, const float *img_emb, const char *text, int truncate,
-                      float *txt_buf, float *out, ml_error *err) {
-    const float *txt = m->empty_text_emb;
-    if (text && *text) {
-        int32_t ids[ML_MAX_SEQ];
-        if (ml_tokenizer_encode(m->tok, text, m->cfg.context_length, truncate, ids, err) < 0)
-            return -1;
-        if (ml_text_forward(m, ids, txt_buf, err) != 0) return -1;
-        txt = txt_buf;
-    }
-    return ml_fusion_forward(m, img_emb, txt, out, err);
+/* The CLIP text embedding of an instruction: the cached empty one, or
+ * computed into buf.  Returns the embedding or NULL (err set). */
+static const float *text_embedding(ml_model *m, const char *text, int truncate, float *buf,
+                                   ml_error *err) {
+    if (!text || !*text) return m->empty_text_emb;
+    int32_t ids[ML_MAX_SEQ];
+    if (ml_tokenizer_encode(m->tok, text, m->cfg.context_length, truncate, ids, err) < 0)
+        return NULL;
+    return ml_text_forward(m, ids, buf, err) == 0 ? buf : NULL;
 }
 
 static void nan_row(float *row, int D) {
@@ -167,29 +164,46 @@ static void nan_row(float *row, int D) {
 int ml_embed_pixels_batch(ml_model *m, int n, const float *const *pixels,
                           const char *const *texts, int truncate, float *out, float *clip_img,
                           int *item_ok, ml_error *err) {
-    int D = m->cfg.embed_dim, nfail = 0;
-    float *clip = ml_aligned_alloc(((size_t)n + 1) * D * sizeof(float), err);
-    if (!clip || ml_vision_forward(m, n, pixels, clip, err) != 0) {
+    int D = m->cfg.embed_dim, nfail = 0, g = 0;
+    size_t nd = (size_t)n * D;
+    /* clip: image embeddings [n, D]; txt: instruction embeddings [n, D];
+     * then the good items' image embeddings and fused outputs, compacted. */
+    float *buf = ml_aligned_alloc(4 * nd * sizeof(float) + 64, err);
+    const float **tptr = ml_calloc((size_t)n, sizeof *tptr, err);
+    int *map = ml_calloc((size_t)n, sizeof *map, err);
+    if (!buf || !tptr || !map || ml_vision_forward(m, n, pixels, buf, err) != 0) {
         for (int i = 0; i < n; i++) item_ok[i] = 0, nan_row(out + (size_t)i * D, D);
-        free(clip);
+        free(buf), free(tptr), free(map);
         return -1;
     }
-    float *txt_buf = clip + (size_t)n * D;
+    float *clip = buf, *txt = buf + nd, *gimg = txt + nd, *gout = gimg + nd;
     for (int i = 0; i < n; i++) {
         ml_error e;
-        item_ok[i] = embed_item(m, clip + (size_t)i * D, texts ? texts[i] : NULL, truncate,
-                                txt_buf, out + (size_t)i * D, &e) == 0;
-        if (!item_ok[i]) {
+        const float *t = text_embedding(m, texts ? texts[i] : NULL, truncate, txt + (size_t)i * D, &e);
+        item_ok[i] = t != NULL;
+        if (!t) {
             nan_row(out + (size_t)i * D, D);
             if (nfail++ == 0 && err) *err = e;
+            continue;
         }
+        memcpy(gimg + (size_t)g * D, clip + (size_t)i * D, sizeof(float) * D);
+        tptr[g] = t;
+        map[g++] = i;
+    }
+    ml_error e;
+    if (g && ml_fusion_forward_batch(m, g, gimg, tptr, gout, &e) != 0) {
+        for (int j = 0; j < g; j++) item_ok[map[j]] = 0, nan_row(out + (size_t)map[j] * D, D);
+        if (nfail++ == 0 && err) *err = e;
+    } else {
+        for (int j = 0; j < g; j++)
+            memcpy(out + (size_t)map[j] * D, gout + (size_t)j * D, sizeof(float) * D);
     }
     if (clip_img)
         for (int i = 0; i < n; i++) {
             memcpy(clip_img + (size_t)i * D, clip + (size_t)i * D, sizeof(float) * D);
             ml_l2_normalize(clip_img + (size_t)i * D, D);
         }
-    free(clip);
+    free(buf), free(tptr), free(map);
     return nfail ? -1 : 0;
 }
 

@@ -95,5 +95,8 @@ int ml_text_forward(const ml_model *m, const int32_t *ids, float *out_emb, ml_er
 /* img_emb, txt_emb: [E] each (not normalised); out: normalised [E]. */
 int ml_fusion_forward(const ml_model *m, const float *img_emb, const float *txt_emb, float *out,
                       ml_error *err);
+/* n items at once: img_emb [n, E], txt_emb n pointers to [E]; out [n, E]. */
+int ml_fusion_forward_batch(const ml_model *m, int n, const float *img_emb,
+                            const float *const *txt_emb, float *out, ml_error *err);
 
 #endif
