@@ -25,19 +25,19 @@ static int scratch_alloc(block_scratch *s, size_t rows, int width, int ff, ml_er
     memset(s, 0, sizeof *s);
     size_t n = rows * (size_t)width;
     s->h = ml_aligned_alloc(n * sizeof(float), err);
-    s->q = ml_aligned_alloc(n * sizeof(float), err);
-    s->k = ml_aligned_alloc(n * sizeof(float), err);
-    s->v = ml_aligned_alloc(n * sizeof(float), err);
+    /* q, k, v share one buffer: separate [rows, W] regions, or interleaved
+     * [rows, 3W] rows when the fused qkv product wrote them. */
+    s->q = ml_aligned_alloc(3 * n * sizeof(float), err);
+    s->k = s->q ? s->q + n : NULL;
+    s->v = s->q ? s->q + 2 * n : NULL;
     s->att = ml_aligned_alloc(n * sizeof(float), err);
     s->ff = ml_aligned_alloc(rows * (size_t)ff * sizeof(float), err);
-    return (s->h && s->q && s->k && s->v && s->att && s->ff) ? 0 : -1;
+    return (s->h && s->q && s->att && s->ff) ? 0 : -1;
 }
 
 static void scratch_free(block_scratch *s) {
     free(s->h);
     free(s->q);
-    free(s->k);
-    free(s->v);
     free(s->att);
     free(s->ff);
 }
@@ -47,7 +47,8 @@ static void scratch_free(block_scratch *s) {
  * out one at a time from a shared counter, so that a thread slowed down
  * (by another process on its core) takes fewer of them. */
 typedef struct attn_job {
-    int T, width, heads, hd, causal, ntasks;
+    int T, width, ld, heads, hd, causal, ntasks; /* ld: row stride of q, k, v */
+    const float *q, *k, *v;
     ml_precision prec;
     const block_scratch *s;
     const unsigned char *key_ok; /* [nseq*T] or NULL */
@@ -61,8 +62,9 @@ static void attn_tasks(void *ctx, int begin, int end) {
     for (int t; (t = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->ntasks;) {
         int seq = t / j->heads, h = t % j->heads;
         size_t off = (size_t)seq * j->T * j->width + (size_t)h * j->hd;
-        ml_attention_prec(j->prec, j->T, j->T, 1, j->hd, j->s->q + off, j->width, j->s->k + off,
-                          j->width, j->s->v + off, j->width, scale, NULL, 0.0f,
+        size_t in = (size_t)seq * j->T * j->ld + (size_t)h * j->hd;
+        ml_attention_prec(j->prec, j->T, j->T, 1, j->hd, j->q + in, j->ld, j->k + in, j->ld,
+                          j->v + in, j->ld, scale, NULL, 0.0f,
                           j->key_ok ? j->key_ok + (size_t)seq * j->T : NULL, j->causal,
                           j->s->att + off, j->width);
     }
@@ -74,10 +76,16 @@ static void clip_block(const ml_clip_block *b, ml_precision prec, int nseq, int 
                        block_scratch *s) {
     int rows = nseq * T;
     ml_layernorm(rows, width, x, b->ln_1.scale, b->ln_1.bias, 1e-5f, 0, s->h);
-    ml_linear_forward(&b->q, rows, s->h, s->q, 0);
-    ml_linear_forward(&b->k, rows, s->h, s->k, 0);
-    ml_linear_forward(&b->v, rows, s->h, s->v, 0);
-    attn_job j = {T, width, heads, width / heads, causal, nseq * heads, prec, s, key_ok, 0};
+    attn_job j = {T, width, width, heads, width / heads, causal, nseq * heads, s->q, s->k, s->v,
+                  prec, s, key_ok, 0};
+    if (b->qkv.packed) {
+        ml_linear_forward(&b->qkv, rows, s->h, s->q, 0);
+        j.ld = 3 * width, j.k = s->q + width, j.v = s->q + 2 * width;
+    } else {
+        ml_linear_forward(&b->q, rows, s->h, s->q, 0);
+        ml_linear_forward(&b->k, rows, s->h, s->k, 0);
+        ml_linear_forward(&b->v, rows, s->h, s->v, 0);
+    }
     int parts = ml_num_threads() < j.ntasks ? ml_num_threads() : j.ntasks;
     ml_parallel_for(parts, 1, attn_tasks, &j);
     ml_linear_forward(&b->o, rows, s->att, x, 1);

@@ -30,6 +30,8 @@ typedef struct ml_norm {
 typedef struct ml_clip_block {
     ml_norm ln_1, ln_2;
     ml_linear q, k, v, o, fc, proj;
+    ml_linear qkv; /* bf16/int8 only: q, k, v packed side by side ([W, 3W]) so the
+                      layer-norm output is converted once and read by one product */
 } ml_clip_block;
 
 typedef struct ml_vision {

@@ -5,6 +5,7 @@
  * projections to the embedding space and the small fusion layers stay in
  * float32: they cost little and the embedding is most sensitive to them. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/error.h"
 #include "kernels/gemm.h"
@@ -24,8 +25,9 @@ static int each_block_linear(ml_model *m, int (*fn)(ml_linear *, void *), void *
     for (int t = 0; t < 2; t++)
         for (int i = 0; i < towers[t].n && towers[t].b; i++) {
             ml_clip_block *b = &towers[t].b[i];
-            ml_linear *ls[6] = {&b->q, &b->k, &b->v, &b->o, &b->fc, &b->proj};
-            for (int j = 0; j < 6; j++)
+            /* q, k, v run as the fused qkv product when packed (pack_qkv). */
+            ml_linear *ls[4] = {&b->o, &b->fc, &b->proj, &b->qkv};
+            for (int j = 0; j < 4; j++)
                 if (fn(ls[j], ctx) != 0) return -1;
         }
     return 0;
@@ -39,6 +41,7 @@ typedef struct pack_ctx {
 
 static int pack_one(ml_linear *l, void *ctx) {
     pack_ctx *c = ctx;
+    if (!l->w) return 0; /* the fused qkv, packed by pack_qkv */
     l->packed = ml_pack_weights(l->w, l->in, l->out, c->prec, c->isa, c->err);
     return l->packed ? 0 : -1;
 }
@@ -50,11 +53,40 @@ static int unpack_one(ml_linear *l, void *ctx) {
     return 0;
 }
 
+/* Packs q, k and v of one block as a single [W, 3W] weight with a [3W] bias. */
+static int pack_qkv(ml_model *m, ml_clip_block *b, const pack_ctx *c) {
+    int W = b->q.in, N = b->q.out + b->k.out + b->v.out;
+    float *w = malloc(sizeof(float) * (size_t)W * N), *bias = malloc(sizeof(float) * (size_t)N);
+    if (!w || !bias || ml_tensor_set_own(&m->tensors, bias, c->err) != 0) {
+        free(w), free(bias);
+        return ml_fail(c->err, "out of memory packing q/k/v");
+    }
+    const ml_linear *parts[3] = {&b->q, &b->k, &b->v};
+    for (int r = 0; r < W; r++)
+        for (int p = 0, col = 0; p < 3; col += parts[p++]->out)
+            memcpy(w + (size_t)r * N + col, parts[p]->w + (size_t)r * parts[p]->out,
+                   sizeof(float) * parts[p]->out);
+    for (int p = 0, col = 0; p < 3; col += parts[p++]->out)
+        memcpy(bias + col, parts[p]->b, sizeof(float) * parts[p]->out);
+    b->qkv = (ml_linear){NULL, bias, W, N, ml_pack_weights(w, W, N, c->prec, c->isa, c->err)};
+    free(w);
+    return b->qkv.packed ? 0 : -1;
+}
+
+static int pack_all_qkv(ml_model *m, const pack_ctx *c) {
+    ml_clip_block *towers[2] = {m->vision.blocks, m->text.blocks};
+    int layers[2] = {m->vision.layers, m->text.layers};
+    for (int t = 0; t < 2; t++)
+        for (int i = 0; i < layers[t]; i++)
+            if (pack_qkv(m, &towers[t][i], c) != 0) return -1;
+    return 0;
+}
+
 int ml_model_pack(ml_model *m, ml_precision prec, ml_error *err) {
     m->precision = ML_PREC_FP32;
     if (prec == ML_PREC_FP32) return 0;
     pack_ctx c = {prec, ml_isa_active(), err};
-    if (each_block_linear(m, pack_one, &c) != 0) {
+    if (pack_all_qkv(m, &c) != 0 || each_block_linear(m, pack_one, &c) != 0) {
         ml_model_unpack(m);
         return ml_fail_prefix(err, "packing weights for %s", ml_precision_name(prec));
     }
