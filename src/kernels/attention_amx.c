@@ -28,20 +28,8 @@
 #include "kernels/gemm_simd.h"
 #include "kernels/attention_isa.h"
 #include "kernels/gemm_isa.h"
+#include "kernels/amx_tiles.h"
 
-typedef struct tile_config {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tile_config;
-
-static void tiles_begin(void) {
-    _Alignas(64) tile_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) cfg.rows[t] = 16, cfg.colsb[t] = 64;
-    _tile_loadconfig(&cfg);
-}
 
 static inline __m256i bf16x16(__m512 x) { return (__m256i)_mm512_cvtneps_pbh(x); }
 

@@ -23,20 +23,8 @@
 #include <string.h>
 
 #include "kernels/qgemm_x86.h"
+#include "kernels/amx_tiles.h"
 
-typedef struct tile_config {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tile_config;
-
-static void tiles_begin(void) {
-    _Alignas(64) tile_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) cfg.rows[t] = 16, cfg.colsb[t] = 64;
-    _tile_loadconfig(&cfg);
-}
 
 #ifndef QG_PF_DIST
 #define QG_PF_DIST 2048 /* bytes ahead in a B panel: two k steps */
