@@ -10,16 +10,19 @@ CFLAGS  ?= $(OPT) -g
 WARN     = -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CPPFLAGS = -Iinclude -Isrc -D_GNU_SOURCE
 ALLFLAGS = -std=c11 $(WARN) $(CFLAGS) $(SAN) -pthread -fPIC
-PKGS     = libpng libwebp libutf8proc zlib jansson
-LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lpng16 -lwebp -lutf8proc -lz -ljansson) -ljpeg -lgif -lm
-PKGCFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+# MPI (OpenMPI) is optional at build time: without it `mpirun -n K` support
+# is compiled out and every command runs as one process.
+MPI_PKG := $(shell pkg-config --exists ompi-c 2>/dev/null && echo ompi-c)
+PKGS     = libpng libwebp libutf8proc zlib jansson libxxhash libarchive $(MPI_PKG)
+LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lpng16 -lwebp -lutf8proc -lz -ljansson -lxxhash -larchive) -ljpeg -lgif -lm
+PKGCFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(if $(MPI_PKG),-DML_HAVE_MPI)
 
 LIB_SRC  = $(sort $(shell find src -name '*.c'))
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_SRC = $(sort $(wildcard tests/unit/test_*.c))
 TEST_BIN = $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all lib test test-asan run clean deps fuzz bench check-arm64
+.PHONY: all lib test test-asan run clean deps fuzz bench bench-search check-arm64
 all: $(BUILD)/magiclens $(TEST_BIN)
 
 lib: $(BUILD)/libmagiclens.a
@@ -49,13 +52,29 @@ ML_AVX2_OBJ = $(addprefix $(BUILD)/obj/src/kernels/,gemm_avx2.o ops_avx2.o)
 ML_AVX512_OBJ = $(addprefix $(BUILD)/obj/src/kernels/,gemm_avx512.o ops_avx512.o)
 $(ML_AVX2_OBJ): CFLAGS += -mavx2 -mfma
 $(ML_AVX512_OBJ): CFLAGS += -mavx512f -mavx512bw -mavx512vl -mavx2 -mfma
+# Vector-search scoring kernels (src/index/search.c picks them at run time).
+$(BUILD)/obj/src/index/search_avx2.o: CFLAGS += -mavx2 -mfma -mf16c
+$(BUILD)/obj/src/index/search_avx512.o: CFLAGS += -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mavx2 -mfma -mf16c
+$(BUILD)/obj/src/index/search_amx.o: CFLAGS += $(QG_AVX512) -mamx-tile -mamx-int8
+endif
+$(BUILD)/obj/src/index/search.o: OPT = -O3
+$(BUILD)/obj/src/index/search_%.o: OPT = -O3
+
+# Image resampling (preprocess.c, portable) and its SIMD versions, chosen
+# at run time like the kernels above.
+ML_PRE_OBJ = $(addprefix $(BUILD)/obj/src/model/,preprocess.o preprocess_avx2.o preprocess_avx512.o)
+$(ML_PRE_OBJ): OPT = -O3
+ifneq ($(filter x86_64%,$(shell $(CC) -dumpmachine)),)
+$(BUILD)/obj/src/model/preprocess_avx2.o: CFLAGS += -mavx2 -mfma
+$(BUILD)/obj/src/model/preprocess_avx512.o: CFLAGS += -mavx512f -mavx512bw -mavx512vl -mavx2 -mfma
 endif
 
 $(BUILD)/libmagiclens.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/magiclens: $(BUILD)/obj/tools/magiclens.o $(BUILD)/libmagiclens.a
+TOOL_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(sort $(wildcard tools/*.c)))
+$(BUILD)/magiclens: $(TOOL_OBJ) $(BUILD)/libmagiclens.a
 	$(CC) $(ALLFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libmagiclens.a
@@ -67,6 +86,14 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libmagiclens.a
 bench: $(BUILD)/bench_gemm $(BUILD)/bench_qgemm
 $(BUILD)/bench_%: $(BUILD)/obj/bench/bench_%.o $(BUILD)/libmagiclens.a
 	$(CC) $(ALLFLAGS) -o $@ $^ $(LDLIBS)
+
+# Vector search (bench/search.md): bench_search, then bench_faiss on the same
+# vectors.  bench_faiss is C++ against Debian's static libfaiss (libfaiss-dev,
+# with libblas-dev, liblapack-dev and OpenMP from g++).
+bench-search: $(BUILD)/bench_search $(BUILD)/bench_faiss
+$(BUILD)/bench_faiss: bench/bench_faiss.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++17 -O2 -g -fopenmp -Wall -Wextra -Werror -o $@ $< -lfaiss -lblas -llapack
 
 deps:
 	bash scripts/install-deps.sh

@@ -110,6 +110,27 @@ int ml_embed_pixels_batch(ml_model *m, int n, const float *const *pixels,
                           const char *const *texts, int truncate, float *out, float *clip_img,
                           int *item_ok, ml_error *err);
 
+/* The two halves of ml_embed_pixels_batch.  ml_embed_clip_image runs the
+ * image tower: clip_raw receives n*embed_dim CLIP image embeddings, NOT
+ * normalised (the fusion layers take them as they are).  ml_embed_from_clip
+ * fuses them with instructions (text NULL/"" = gallery embedding); an index
+ * that stores clip_raw can thus form image+instruction queries from an
+ * indexed image without decoding it again. */
+int ml_embed_clip_image(ml_model *m, int n, const float *const *pixels, float *clip_raw,
+                        ml_error *err);
+int ml_embed_from_clip(ml_model *m, int n, const float *clip_raw, const char *const *texts,
+                       int truncate, float *out, int *item_ok, ml_error *err);
+
+/* The CLIP text embedding of `text` (L2-normalised, embed_dim floats): the
+ * text side of CLIP text-to-image retrieval, compared with the CLIP image
+ * embeddings that ml_embed_pixels_batch returns in clip_img. */
+int ml_embed_clip_text(ml_model *m, const char *text, int truncate, float *out, ml_error *err);
+
+/* A 32-hex-digit fingerprint of the weights (names, shapes, dtypes, bytes):
+ * the same model in .pkl or .mlens form gives the same value.  Indexes
+ * record it so that a search with another model is refused. */
+void ml_model_fingerprint(const ml_model *m, char out[33]);
+
 /* Number of worker threads used by the compute kernels (0 = all cores). */
 void ml_set_threads(int n);
 

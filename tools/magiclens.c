@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
+#include "core/dist.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "core/threads.h"
@@ -101,17 +103,25 @@ static int parse_opts(int argc, char **argv, opts *o) {
     return 0;
 }
 
-static ml_model *load_model(const opts *o) {
-    if (!o->model) {
+ml_model *cli_load_model(const char *path, const char *vocab, int precision) {
+    if (!path) {
         fprintf(stderr, "magiclens: --model is required\n");
         return NULL;
     }
     ml_error err;
-    ml_load_options lo = {o->precision};
-    ml_model *m = ml_model_load_opts(o->model, o->vocab, &lo, &err);
+    ml_load_options lo = {precision};
+    ml_model *m = ml_model_load_opts(path, vocab, &lo, &err);
     if (!m) fprintf(stderr, "magiclens: %s\n", err.msg);
     return m;
 }
+
+int cli_parse_precision(const char *s) {
+    int p = ml_precision_parse(s);
+    if (p < 0) fprintf(stderr, "magiclens: --precision must be fp32, bf16, int8 or auto\n");
+    return p;
+}
+
+static ml_model *load_model(const opts *o) { return cli_load_model(o->model, o->vocab, o->precision); }
 
 /* ---- embed ------------------------------------------------------------ */
 
@@ -611,6 +621,19 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
     if (!strcmp(cmd, "cpu")) return cmd_cpu();
+    if (!strcmp(cmd, "export")) return cmd_export_index(argc, argv);
+    if (!strcmp(cmd, "index") || !strcmp(cmd, "search")) {
+        if (ml_dist_init(&argc, &argv) != 0) {
+            fprintf(stderr, "magiclens: started by mpirun, but MPI is not available (built "
+                            "without OpenMPI?)\n");
+            return 1;
+        }
+        int rc = !strcmp(cmd, "index") ? cmd_index(argc, argv) : cmd_search(argc, argv);
+        /* One rank failing alone must not leave the others waiting. */
+        if (ml_dist_size() > 1 && !ml_dist_all_true(rc == 0) && rc == 0) rc = 1;
+        ml_dist_finalize();
+        return rc;
+    }
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("magiclens %s\n", ML_VERSION);
         return 0;

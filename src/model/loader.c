@@ -17,7 +17,8 @@ typedef struct slot {
 
 struct ml_loader {
     const ml_model *m;
-    const char *const *paths;
+    ml_load_fn load;
+    void *load_ctx;
     int n, batch, next_out, stop;
     size_t px;
     slot slots[2];
@@ -28,15 +29,15 @@ struct ml_loader {
 
 static void fill_slot(ml_loader *l, slot *s) {
     for (int i = 0; i < s->count; i++) {
-        const char *path = l->paths[s->first + i];
         free(s->errors[i]);
         s->errors[i] = NULL;
         s->pixels[i] = NULL;
-        if (!path) continue;
         ml_image img;
         ml_error e;
         float *dst = s->pix + (size_t)i * l->px;
-        if (ml_image_load(path, 0, &img, &e) == 0) {
+        int got = l->load(l->load_ctx, s->first + i, &img, &e);
+        if (got > 0) continue; /* skipped on purpose */
+        if (got == 0) {
             int rc = ml_model_preprocess(l->m, &img, dst, &e);
             ml_image_free(&img);
             if (rc == 0) {
@@ -69,12 +70,25 @@ static void *producer(void *arg) {
     return NULL;
 }
 
+/* The default source: files named by a path list (NULL entries skipped). */
+static int load_path(void *ctx, int i, ml_image *img, ml_error *err) {
+    const char *const *paths = ctx;
+    if (!paths[i]) return 1;
+    return ml_image_load(paths[i], 0, img, err) == 0 ? 0 : -1;
+}
+
 ml_loader *ml_loader_start(const ml_model *m, int n, const char *const *paths, int batch,
                            ml_error *err) {
+    return ml_loader_start_fn(m, n, load_path, (void *)paths, batch, err);
+}
+
+ml_loader *ml_loader_start_fn(const ml_model *m, int n, ml_load_fn load, void *ctx, int batch,
+                              ml_error *err) {
     ml_loader *l = ml_calloc(1, sizeof *l, err);
     if (!l) return NULL;
     int S = ml_model_config(m)->image_size;
-    l->m = m, l->paths = paths, l->n = n, l->batch = batch, l->px = (size_t)S * S * 3;
+    l->m = m, l->load = load, l->load_ctx = ctx, l->n = n, l->batch = batch;
+    l->px = (size_t)S * S * 3;
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
     for (int i = 0; i < 2; i++) {

@@ -20,6 +20,12 @@ typedef struct ml_loader_batch {
  * pixels[i] NULL).  The loader keeps pointers to paths: keep them alive. */
 ml_loader *ml_loader_start(const ml_model *m, int n, const char *const *paths, int batch,
                            ml_error *err);
+/* A general image source: fills *img for item i and returns 0, returns 1 to
+ * skip the item (no error), or -1 with err set.  Called on the loader thread,
+ * in increasing i, so a source may stream (e.g. members of a tar file). */
+typedef int (*ml_load_fn)(void *ctx, int i, ml_image *img, ml_error *err);
+ml_loader *ml_loader_start_fn(const ml_model *m, int n, ml_load_fn load, void *ctx, int batch,
+                              ml_error *err);
 /* Waits for the next batch; returns 0 with out filled, 1 at the end. */
 int ml_loader_next(ml_loader *l, ml_loader_batch *out);
 /* Gives the batch's slot back to the loader. */

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "core/error.h"
 #include "core/mem.h"
@@ -161,22 +162,26 @@ static void nan_row(float *row, int D) {
     for (int d = 0; d < D; d++) row[d] = NAN;
 }
 
-int ml_embed_pixels_batch(ml_model *m, int n, const float *const *pixels,
-                          const char *const *texts, int truncate, float *out, float *clip_img,
-                          int *item_ok, ml_error *err) {
+int ml_embed_clip_image(ml_model *m, int n, const float *const *pixels, float *clip_raw,
+                        ml_error *err) {
+    return ml_vision_forward(m, n, pixels, clip_raw, err);
+}
+
+int ml_embed_from_clip(ml_model *m, int n, const float *clip_raw, const char *const *texts,
+                       int truncate, float *out, int *item_ok, ml_error *err) {
     int D = m->cfg.embed_dim, nfail = 0, g = 0;
     size_t nd = (size_t)n * D;
-    /* clip: image embeddings [n, D]; txt: instruction embeddings [n, D];
-     * then the good items' image embeddings and fused outputs, compacted. */
-    float *buf = ml_aligned_alloc(4 * nd * sizeof(float) + 64, err);
+    /* txt: instruction embeddings [n, D]; then the good items' image
+     * embeddings and fused outputs, compacted. */
+    float *buf = ml_aligned_alloc(3 * nd * sizeof(float) + 64, err);
     const float **tptr = ml_calloc((size_t)n, sizeof *tptr, err);
     int *map = ml_calloc((size_t)n, sizeof *map, err);
-    if (!buf || !tptr || !map || ml_vision_forward(m, n, pixels, buf, err) != 0) {
+    if (!buf || !tptr || !map) {
         for (int i = 0; i < n; i++) item_ok[i] = 0, nan_row(out + (size_t)i * D, D);
         free(buf), free(tptr), free(map);
         return -1;
     }
-    float *clip = buf, *txt = buf + nd, *gimg = txt + nd, *gout = gimg + nd;
+    float *txt = buf, *gimg = txt + nd, *gout = gimg + nd;
     for (int i = 0; i < n; i++) {
         ml_error e;
         const float *t = text_embedding(m, texts ? texts[i] : NULL, truncate, txt + (size_t)i * D, &e);
@@ -186,7 +191,7 @@ int ml_embed_pixels_batch(ml_model *m, int n, const float *const *pixels,
             if (nfail++ == 0 && err) *err = e;
             continue;
         }
-        memcpy(gimg + (size_t)g * D, clip + (size_t)i * D, sizeof(float) * D);
+        memcpy(gimg + (size_t)g * D, clip_raw + (size_t)i * D, sizeof(float) * D);
         tptr[g] = t;
         map[g++] = i;
     }
@@ -198,13 +203,28 @@ int ml_embed_pixels_batch(ml_model *m, int n, const float *const *pixels,
         for (int j = 0; j < g; j++)
             memcpy(out + (size_t)map[j] * D, gout + (size_t)j * D, sizeof(float) * D);
     }
+    free(buf), free(tptr), free(map);
+    return nfail ? -1 : 0;
+}
+
+int ml_embed_pixels_batch(ml_model *m, int n, const float *const *pixels,
+                          const char *const *texts, int truncate, float *out, float *clip_img,
+                          int *item_ok, ml_error *err) {
+    int D = m->cfg.embed_dim;
+    float *clip = ml_aligned_alloc((size_t)n * D * sizeof(float) + 64, err);
+    if (!clip || ml_vision_forward(m, n, pixels, clip, err) != 0) {
+        for (int i = 0; i < n; i++) item_ok[i] = 0, nan_row(out + (size_t)i * D, D);
+        free(clip);
+        return -1;
+    }
+    int rc = ml_embed_from_clip(m, n, clip, texts, truncate, out, item_ok, err);
     if (clip_img)
         for (int i = 0; i < n; i++) {
             memcpy(clip_img + (size_t)i * D, clip + (size_t)i * D, sizeof(float) * D);
             ml_l2_normalize(clip_img + (size_t)i * D, D);
         }
-    free(buf), free(tptr), free(map);
-    return nfail ? -1 : 0;
+    free(clip);
+    return rc;
 }
 
 int ml_embed_batch(ml_model *m, int n, const ml_image *const *imgs, const char *const *texts,
@@ -244,4 +264,45 @@ int ml_embed_batch(ml_model *m, int n, const ml_image *const *imgs, const char *
 done:
     free(pix), free(ptrs), free(gtexts), free(map), free(gok), free(gout), free(errs);
     return rc;
+}
+
+int ml_embed_clip_text(ml_model *m, const char *text, int truncate, float *out, ml_error *err) {
+    const float *t = text_embedding(m, text, truncate, out, err);
+    if (!t) return -1;
+    if (t != out) memcpy(out, t, sizeof(float) * (size_t)m->cfg.embed_dim);
+    ml_l2_normalize(out, m->cfg.embed_dim);
+    return 0;
+}
+
+static int by_name(const void *a, const void *b) {
+    return strcmp((*(const ml_tensor *const *)a)->name, (*(const ml_tensor *const *)b)->name);
+}
+
+/* Hashes the tensors in name order, so that key order in the file (and the
+ * file format) does not matter; the stored vocabulary counts too. */
+void ml_model_fingerprint(const ml_model *m, char out[33]) {
+    const ml_tensor_set *s = &m->tensors;
+    const ml_tensor **order = malloc(sizeof *order * (s->count ? s->count : 1));
+    XXH3_state_t *st = XXH3_createState();
+    if (!order || !st) {
+        snprintf(out, 33, "%032x", 0);
+        free(order), XXH3_freeState(st);
+        return;
+    }
+    for (size_t i = 0; i < s->count; i++) order[i] = &s->items[i];
+    qsort(order, s->count, sizeof *order, by_name);
+    XXH3_128bits_reset(st);
+    for (size_t i = 0; i < s->count; i++) {
+        const ml_tensor *t = order[i];
+        if (strncmp(t->name, "vocab/", 6) == 0 || strncmp(t->name, "meta/", 5) == 0) continue;
+        int32_t hdr[2 + ML_MAX_DIMS] = {(int32_t)t->dtype, t->ndim};
+        for (int d = 0; d < t->ndim; d++) hdr[2 + d] = (int32_t)t->shape[d];
+        XXH3_128bits_update(st, t->name, strlen(t->name) + 1);
+        XXH3_128bits_update(st, hdr, sizeof hdr);
+        XXH3_128bits_update(st, t->data, t->nbytes);
+    }
+    XXH128_hash_t h = XXH3_128bits_digest(st);
+    snprintf(out, 33, "%016llx%016llx", (unsigned long long)h.high64, (unsigned long long)h.low64);
+    XXH3_freeState(st);
+    free(order);
 }
