@@ -291,17 +291,18 @@ int ml_index_run(ml_model *m, const char *dir, const ml_index_opts *o, ml_index_
                  ml_error *err) {
     double t0 = ml_now();
     memset(st, 0, sizeof *st);
-    ml_store_meta meta;
-    make_meta(m, o, &meta);
+    /* Removing needs no model: the index must exist then. */
+    ml_store_meta meta_buf, *meta = m ? &meta_buf : NULL;
+    if (m) make_meta(m, o, meta);
     ml_source_list srcs = {0};
     char **roots = NULL;
     plan p = {0};
     ml_store *s = NULL;
-    run r = {.m = m, .o = o, .st = st, .D = meta.dim};
+    run r = {.m = m, .o = o, .st = st, .D = meta ? meta->dim : 0};
     int rc = collect(o, &srcs, &roots, err);
     if (!ml_dist_all_true(rc == 0)) rc = -1;
-    if (rc == 0) rc = prepare(dir, &meta, err);
-    if (rc == 0) rc = (s = ml_store_open(dir, ML_STORE_WRITE, &meta, err)) ? 0 : -1;
+    if (rc == 0) rc = prepare(dir, meta, err);
+    if (rc == 0) rc = (s = ml_store_open(dir, ML_STORE_WRITE, meta, err)) ? 0 : -1;
     if (rc == 0 && o->mode != ML_INDEX_REMOVE)
         rc = plan_sources(s, &srcs, ml_dist_size(), &p, err);
     if (rc == 0 && o->mode != ML_INDEX_ADD)

@@ -371,9 +371,30 @@ static int check_meta(const ml_store *s, const ml_store_meta *want, ml_error *er
     return 0;
 }
 
+/* A new index goes into a new or empty folder only: anything else there
+ * (shards without a manifest, unrelated files) must not be overwritten.
+ * Leftover *.tmp files of a creation that crashed are fine. */
+static int check_empty(const char *dir, ml_error *err) {
+    DIR *d = opendir(dir);
+    if (!d) return ml_fail(err, "%s: cannot read folder: %s", dir, strerror(errno));
+    struct dirent *e;
+    int rc = 0;
+    while (rc == 0 && (e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
+            (n > 4 && !strcmp(e->d_name + n - 4, ".tmp")))
+            continue;
+        rc = ml_fail(err, "%s: not a magiclens index (no index.json) and not empty (holds %s): "
+                          "refusing to create an index there", dir, e->d_name);
+    }
+    closedir(d);
+    return rc;
+}
+
 static int create_index(ml_store *s, const ml_store_meta *meta, ml_error *err) {
     if (mkdir(s->dir, 0755) != 0 && errno != EEXIST)
         return ml_fail(err, "%s: cannot create folder: %s", s->dir, strerror(errno));
+    if (check_empty(s->dir, err) != 0) return -1;
     s->meta = *meta;
     int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
     ssize_t got = fd >= 0 ? read(fd, s->uuid, 16) : -1;
