@@ -331,7 +331,7 @@ static int build_items(ml_store *s, scan_state *st, ml_error *err) {
     size_t n = 0;
     for (size_t i = 0; i < st->n; i++)
         if (st->items[i].path) st->items[n++] = st->items[i];
-    qsort(st->items, n, sizeof *st->items, cmp_id);
+    if (n) qsort(st->items, n, sizeof *st->items, cmp_id);
     s->items = st->items, s->nitems = n;
     st->items = NULL;
     if (ml_table_init(&s->by_id, n, hash_id, &s->items, err) != 0 ||
