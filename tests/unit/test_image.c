@@ -14,10 +14,14 @@
 
 #include "check.h"
 #include "io/npy.h"
+#include "kernels/cpu.h"
 #include "magiclens.h"
 #include "model/preprocess.h"
 
 #define MAX_FILES 128
+/* The resampling sums in float32 against the float64 reference: about
+ * 1e-6 at worst on these fixtures (was 1.2e-7, the output's own rounding,
+ * when it ran in double). */
 #define PRE_TOL 1e-5
 
 typedef struct name_list {
@@ -154,17 +158,24 @@ static void test_good(const char *dir, const name_list *good) {
         if (rc != 0) continue;
         int same = compare_rgb(dir, name, &img);
         exact += same;
-        double ms224, ms64;
-        double d224 = compare_pre(dir, name, &img, 224, &ms224);
-        double d64 = compare_pre(dir, name, &img, 64, &ms64);
-        if (d224 > worst) worst = d224;
-        if (d64 > worst) worst = d64;
+        /* Every resampling path this machine runs; the default one last
+         * (its figures are printed). */
+        ml_isa active = ml_isa_active();
+        double ms224 = 0, ms64 = 0, d224 = 0, d64 = 0;
+        for (int isa = ML_ISA_SCALAR; isa <= ML_ISA_AVX512 + 1; isa++) {
+            ml_isa use = isa <= ML_ISA_AVX512 ? (ml_isa)isa : active;
+            if (!ml_isa_supported(use) || ml_isa_set(use, &err) != 0) continue;
+            d224 = compare_pre(dir, name, &img, 224, &ms224);
+            d64 = compare_pre(dir, name, &img, 64, &ms64);
+            if (d224 > worst) worst = d224;
+            if (d64 > worst) worst = d64;
+        }
         printf("  %-28s %5dx%-5d rgb %s  pre224 %.2e  pre64 %.2e  (decode %.1f ms, pre %.1f ms)\n",
                name, img.width, img.height, same ? "exact" : "DIFF ", d224, d64, dec_ms, ms224);
         ml_image_free(&img);
     }
-    printf("good images: %d of %d pixel-exact with PIL; max preprocessing diff %.3g\n", exact,
-           good->n, worst);
+    printf("good images: %d of %d pixel-exact with PIL; max preprocessing diff %.3g (every ISA path)\n",
+           exact, good->n, worst);
 }
 
 static void test_bad(const char *dir, const name_list *bad) {
@@ -195,14 +206,17 @@ static void test_limits(const char *dir) {
     CHECK(ml_image_load(path, 59999, &img, &err) != 0 && strstr(err.msg, "decompression bomb"));
     printf("  limit: %s\n", err.msg);
     CHECK(ml_image_decode(NULL, 0, 0, &img, &err) != 0);
-    /* A constant image normalises to exactly 1 everywhere. */
+    /* A constant image normalises to exactly 1 everywhere, up to float32
+     * rounding: the resampling sums in float32 (7 -> 224 -> 16 is about 60
+     * taps over the two axes of the second resize, a few 1e-7 relative),
+     * and 1/std = 3.7 scales that to about 1.5e-6 on the output. */
     uint8_t px[5 * 7 * 3];
     memset(px, 9, sizeof px);
     ml_image c = {7, 5, px};
     float out[16 * 16 * 3];
     CHECK(ml_preprocess_image(&c, 16, out, &err) == 0);
     for (int k = 0; k < 16 * 16 * 3; k += 3)
-        CHECK(fabsf(out[k] - (float)((1 - 0.48145466) / 0.26862954)) < 1e-6f);
+        CHECK(fabsf(out[k] - (float)((1 - 0.48145466) / 0.26862954)) < 4e-6f);
     CHECK(ml_preprocess_image(&c, 0, out, &err) != 0);
 }
 
