@@ -342,9 +342,9 @@ static int run_search(const ix_opts *o, ml_searcher *s, const float *q, int spac
 int cmd_search(int argc, char **argv) {
     ix_opts o;
     if (parse(argc, argv, &o) != 0 || need(o.index, "--index") != 0) return 2;
-    ml_searcher_opts so = {ML_VEC_F32, !o.exact, ml_dist_size(), ml_dist_rank()};
-    if (o.store && ml_vec_type_parse(o.store, &so.store) != 0) {
-        fprintf(stderr, "magiclens: --store %s: use f32, f16 or int8\n", o.store);
+    ml_searcher_opts so = {(ml_vec_type)-1, !o.exact, ml_dist_size(), ml_dist_rank()};
+    if (o.store && strcmp(o.store, "auto") != 0 && ml_vec_type_parse(o.store, &so.store) != 0) {
+        fprintf(stderr, "magiclens: --store %s: use auto, f32, f16 or int8\n", o.store);
         return 2;
     }
     ml_error err;

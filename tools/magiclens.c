@@ -5,6 +5,7 @@
  *   magiclens convert --model X.pkl [--vocab V] --output X.mlens
  *   magiclens tokenize [--vocab V] [--truncate] TEXT...
  *   magiclens info --model M
+ *   magiclens index / search / export: see cmd_index.c
  */
 #include <errno.h>
 #include <getopt.h>
@@ -39,6 +40,15 @@ static void usage(FILE *f) {
             "  magiclens convert --model X.pkl [--vocab V] --output X.mlens\n"
             "  magiclens tokenize [--vocab V] [--truncate] TEXT...\n"
             "  magiclens info --model M [--vocab V]\n"
+            "  magiclens index --model M --images DIR|LIST|TAR [--images ...] --output X.mlindex\n"
+            "                  [--batch N] [--precision P] [--threads N] [--verbose] [--quiet]\n"
+            "  magiclens index --model M --add PATH [--add ...] --output X.mlindex  # drops nothing\n"
+            "  magiclens index --remove PATH [--remove ...] --output X.mlindex  # files, dirs, tars\n"
+            "  magiclens index --output X.mlindex --ann [--nlist N]           # approximate search\n"
+            "  magiclens search --index X.mlindex --model M [--image Q] [--text T] [--like ID]\n"
+            "                  [-k N] [--offset N] [--min-score S] [--prefix P] [--json]\n"
+            "                  [--store auto|f32|f16|int8] [--exact] [--nprobe N]\n"
+            "  magiclens export --index X.mlindex --output DIR  # embeddings.npy, metadata.jsonl\n"
             "  magiclens cpu                                  # instruction sets, default precision\n"
             "  magiclens bench --model M [--precision P] [--batch B] [--threads N] [--seconds S]\n"
             "                  [--text T]\n\n"

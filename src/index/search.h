@@ -44,8 +44,9 @@ typedef struct ml_search_opts {
     const uint8_t *allow; /* optional: allow[row] != 0 keeps the row (deletions, filters) */
     ml_row_fn row_f32;   /* required for F16/I8 sets and for ml_ivf */
     void *row_ctx;
-    int rerank;          /* candidates re-ranked per query for lossy storage; 0 = default */
-    int nprobe;          /* ml_ivf only: lists visited per query; 0 = default */
+    int rerank;          /* candidates re-ranked per query; 0 = default: max(4k, k+64) for
+                            f16 / int8 / IVF, k+8 for f32 (search.c says why) */
+    int nprobe;          /* ml_ivf only: lists visited per query; 0 = default (ivf.c) */
 } ml_search_opts;
 
 /* ---- Exact search ---------------------------------------------------- */
@@ -62,7 +63,12 @@ size_t ml_vecset_bytes(const ml_vecset *vs); /* memory held by the stored rows *
 void ml_vecset_free(ml_vecset *vs);
 
 /* Top-k of each of nq queries (nq*d floats).  out receives nq*k hits, best
- * first; unused slots have row -1.  Multi-threaded (ml_parallel_for). */
+ * first; unused slots have row -1 and score 0.  Scores are the float64 sum
+ * of the float32 products, rounded to float32, for every storage type (and
+ * for ml_ivf), so all engines agree bit for bit on a (query, row) pair.
+ * Multi-threaded (ml_parallel_for); the result does not depend on the
+ * thread count (nor, short of float32 rounding of near-tied stored-precision
+ * scores at the pool's edge, on the instruction set). */
 int ml_vecset_search(const ml_vecset *vs, const float *q, int nq, const ml_search_opts *o,
                      ml_hit *out, ml_error *err);
 
@@ -71,7 +77,7 @@ int ml_vecset_search(const ml_vecset *vs, const float *q, int nq, const ml_searc
 typedef struct ml_ivf ml_ivf;
 
 typedef struct ml_ivf_params {
-    int nlist;       /* coarse clusters; 0 = about 4*sqrt(n) */
+    int nlist;       /* coarse clusters; 0 = about sqrt(n) (at most n) */
     int train_max;   /* rows sampled for k-means; 0 = min(n, 64*nlist) */
     int iters;       /* k-means iterations; 0 = 10 */
     uint64_t seed;

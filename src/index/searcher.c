@@ -170,7 +170,11 @@ ml_searcher *ml_searcher_open(const char *dir, const ml_searcher_opts *o, ml_err
         s->items = ml_store_items(s->store);
         s->n = ml_store_count(s->store);
         s->D = ml_store_get_meta(s->store)->dim;
-        s->emb = make_set(s, NULL, s->n, emb_row, o->store, err);
+        /* Auto: float32 while it fits in 1 GiB, int8 (4x smaller, re-ranked
+         * to exact scores) beyond. */
+        if ((int)s->opts.store < 0)
+            s->opts.store = (double)s->n * s->D * 4 <= (double)(1 << 30) ? ML_VEC_F32 : ML_VEC_I8;
+        s->emb = make_set(s, NULL, s->n, emb_row, s->opts.store, err);
         rc = s->emb ? 0 : -1;
     }
     /* The IVF covers every shard; a partial open searches exactly. */

@@ -24,7 +24,8 @@ enum { ML_SPACE_MAGICLENS = 0, ML_SPACE_CLIP = 1 };
 typedef struct ml_searcher ml_searcher;
 
 typedef struct ml_searcher_opts {
-    ml_vec_type store; /* in-memory form of the vectors (f32, f16, int8) */
+    ml_vec_type store; /* in-memory form of the vectors (f32, f16, int8); -1: f32
+                          up to 1 GiB of vectors, int8 beyond */
     int ann;           /* 1: use ann.ivf when present; 0: always exact */
     int part_k, part_r; /* MPI: open only shards s % part_k == part_r (0, 0: all) */
 } ml_searcher_opts;
