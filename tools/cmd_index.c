@@ -31,7 +31,7 @@ typedef struct ix_opts {
     const char *model, *vocab, *index, *output, *image, *text, *prefix, *store;
     const char *sources[MAX_SOURCES];
     int nsources, mode, batch, threads, precision, quiet, verbose, json, truncate, exact;
-    int k, offset, ann, nlist, nprobe;
+    int k, offset, ann, nlist, nprobe, compact;
     long long like;
     double min_score;
 } ix_opts;
@@ -64,7 +64,7 @@ static int parse_number(const char *name, const char *v, double lo, double hi, d
 
 static int parse(int argc, char **argv, ix_opts *o) {
     enum { O_ADD = 256, O_REMOVE, O_LIKE, O_OFFSET, O_MIN, O_PREFIX, O_JSON, O_STORE, O_EXACT,
-           O_ANN, O_NLIST, O_NPROBE, O_VERBOSE };
+           O_ANN, O_NLIST, O_NPROBE, O_VERBOSE, O_COMPACT };
     static const struct option lo[] = {
         {"model", required_argument, 0, 'm'},   {"vocab", required_argument, 0, 'v'},
         {"index", required_argument, 0, 'x'},   {"output", required_argument, 0, 'o'},
@@ -79,6 +79,7 @@ static int parse(int argc, char **argv, ix_opts *o) {
         {"batch", required_argument, 0, 'b'},   {"threads", required_argument, 0, 'j'},
         {"precision", required_argument, 0, 'p'}, {"truncate", no_argument, 0, 'T'},
         {"quiet", no_argument, 0, 'q'},         {"verbose", no_argument, 0, O_VERBOSE},
+        {"compact", no_argument, 0, O_COMPACT},
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->batch = 8, o->k = 10, o->precision = ML_PRECISION_AUTO, o->like = -1;
@@ -123,6 +124,7 @@ static int parse(int argc, char **argv, ix_opts *o) {
         case 'T': o->truncate = 1; break;
         case 'q': o->quiet = 1; break;
         case O_VERBOSE: o->verbose = 1; break;
+        case O_COMPACT: o->compact = 1; break;
         default: return -1;
         }
     }
@@ -158,8 +160,8 @@ int cmd_index(int argc, char **argv) {
     if (parse(argc, argv, &o) != 0) return 2;
     if (!o.index) o.index = o.output; /* `index --output X` names the index */
     if (need(o.index, "--output (the index folder)") != 0) return 2;
-    if (!o.nsources && !o.ann) {
-        fprintf(stderr, "magiclens: give --images SRC (or --add / --remove PATH, or --ann)\n");
+    if (!o.nsources && !o.ann && !o.compact) {
+        fprintf(stderr, "magiclens: give --images SRC (or --add / --remove PATH, --compact, --ann)\n");
         return 2;
     }
     ml_error err;
@@ -180,6 +182,15 @@ int cmd_index(int argc, char **argv) {
             return 1;
         }
         if (ml_dist_rank() == 0 && !o.quiet) print_stats(o.index, &st);
+    }
+    if (o.compact) {
+        long long freed;
+        if (ml_index_compact(o.index, &freed, &err) != 0) {
+            fprintf(stderr, "magiclens: index --compact %s: %s\n", o.index, err.msg);
+            return 1;
+        }
+        if (ml_dist_rank() == 0 && !o.quiet)
+            fprintf(stderr, "%s: compacted, %lld bytes freed\n", o.index, freed);
     }
     if (o.ann && ml_dist_rank() == 0) {
         double t0 = ml_now();

@@ -45,6 +45,7 @@ static void usage(FILE *f) {
             "  magiclens index --model M --add PATH [--add ...] --output X.mlindex  # drops nothing\n"
             "  magiclens index --remove PATH [--remove ...] --output X.mlindex  # files, dirs, tars\n"
             "  magiclens index --output X.mlindex --ann [--nlist N]           # approximate search\n"
+            "  magiclens index --output X.mlindex --compact    # drop deleted/superseded records\n"
             "  magiclens search --index X.mlindex --model M [--image Q] [--text T] [--like ID]\n"
             "                  [-k N] [--offset N] [--min-score S] [--prefix P] [--json]\n"
             "                  [--store auto|f32|f16|int8] [--exact] [--nprobe N]\n"

@@ -331,3 +331,20 @@ int ml_index_run(ml_model *m, const char *dir, const ml_index_opts *o, ml_index_
     st->seconds = ml_now() - t0;
     return rc;
 }
+
+/* Rewrites the shards this rank owns that hold dead records. */
+int ml_index_compact(const char *dir, long long *freed, ml_error *err) {
+    *freed = 0;
+    ml_store *s = ml_store_open(dir, ML_STORE_WRITE, NULL, err);
+    if (!s) return -1;
+    int rc = 0, K = ml_dist_size(), me = ml_dist_rank();
+    for (int i = 0; rc == 0 && i < ml_store_shard_count(s); i++) {
+        if (i % K != me) continue;
+        uint64_t f = 0;
+        rc = ml_store_compact(s, i, &f, err);
+        *freed += (long long)f;
+    }
+    ml_store_close(s);
+    *freed = ml_dist_sum(*freed);
+    return ml_dist_all_true(rc == 0) ? 0 : -1;
+}

@@ -40,4 +40,8 @@ typedef struct ml_index_stats {
 int ml_index_run(ml_model *m, const char *dir, const ml_index_opts *o, ml_index_stats *st,
                  ml_error *err);
 
+/* Drops dead records (deleted and superseded items) from every shard this
+ * rank owns; *freed = bytes saved over all ranks. */
+int ml_index_compact(const char *dir, long long *freed, ml_error *err);
+
 #endif

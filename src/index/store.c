@@ -54,6 +54,7 @@ struct ml_store {
     int64_t next_id;
     ml_table by_id, by_path;
     int part_k, part_r; /* read only shards s with s % part_k == part_r */
+    int max_id_shard;   /* the shard holding a record of id next_id - 1 */
 };
 
 /* ---- little-endian field access (the format is little-endian) ---------- */
@@ -245,7 +246,7 @@ static int apply_record(ml_store *s, scan_state *st, int idx, const uint8_t *r, 
     int type = (int)(r[4] | r[5] << 8);
     int64_t id = (int64_t)rd64(r + 24);
     if (id < 0) return ml_fail(err, "negative id");
-    if (id >= s->next_id) s->next_id = id + 1;
+    if (id >= s->next_id) s->next_id = id + 1, s->max_id_shard = idx;
     ml_item it = {.id = id, .shard = idx};
     if (type == REC_PUT) {
         uint32_t plen = rd32(r + 64);
@@ -633,5 +634,84 @@ static int commit_shard(shard *sh, ml_error *err) {
 int ml_store_commit(ml_store *s, ml_error *err) {
     for (int i = 0; i < s->nshards; i++)
         if (commit_shard(&s->shards[i], err) != 0) return -1;
+    return 0;
+}
+
+/* ---- compaction -------------------------------------------------------------- */
+
+static size_t put_len(const ml_store *s, const ml_item *it) {
+    size_t vec = sizeof(float) * ((size_t)s->meta.dim + (size_t)s->meta.clip_dim);
+    return (PUT_FIXED + vec + strlen(it->path) + 1 + 7) & ~(size_t)7;
+}
+
+static int write_all(int fd, const void *p, size_t n) {
+    const uint8_t *b = p;
+    while (n) {
+        ssize_t w = write(fd, b, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        b += w, n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Streams the new shard into path.tmp: header, the live PUT records copied
+ * as they are (each carries its own checksum), and, when this shard holds
+ * the largest id ever used and that item is gone, a DEL for it so that ids
+ * are still never reused.  Returns the committed length. */
+static int write_compacted(ml_store *s, int idx, const char *tmp, uint64_t *len, uint64_t *nrec,
+                           ml_error *err) {
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return ml_fail(err, "%s: cannot create: %s", tmp, strerror(errno));
+    uint8_t h[HEADER_SIZE], del[32] = {0};
+    make_header(s, idx, h);
+    int rc = write_all(fd, h, sizeof h);
+    uint64_t end = HEADER_SIZE, n = 0;
+    for (size_t i = 0; rc == 0 && i < s->nitems; i++) {
+        const ml_item *it = &s->items[i];
+        if (it->shard != idx) continue;
+        size_t l = put_len(s, it);
+        rc = write_all(fd, (const uint8_t *)it->emb - PUT_FIXED, l);
+        end += l, n++;
+    }
+    int64_t top = s->next_id - 1;
+    if (rc == 0 && top >= 0 && s->max_id_shard == idx && !ml_store_find_id(s, top)) {
+        wr32(del, REC_MAGIC), del[4] = REC_DEL, wr32(del + 8, 32), wr64(del + 24, (uint64_t)top);
+        wr64(del + 16, record_checksum(del, 32));
+        rc = write_all(fd, del, 32);
+        end += 32, n++;
+    }
+    fill_slot(h + SLOT_OFF, 1, end, n);
+    if (rc == 0 && (pwrite_all(fd, h, HEADER_SIZE, 0) != 0 || fsync(fd) != 0)) rc = -1;
+    close(fd);
+    if (rc != 0) {
+        unlink(tmp);
+        return ml_fail(err, "%s: write failed: %s", tmp, strerror(errno));
+    }
+    *len = end, *nrec = n;
+    return 0;
+}
+
+int ml_store_compact(ml_store *s, int idx, uint64_t *freed, ml_error *err) {
+    *freed = 0;
+    if (check_shard(s, idx, err) != 0) return -1; /* write mode, locked, unchanged */
+    shard *sh = &s->shards[idx];
+    if (sh->pend_len) return ml_fail(err, "%s: uncommitted records; commit first", sh->file);
+    size_t n = strlen(sh->file) + 5;
+    char *tmp = malloc(n);
+    if (!tmp) return ml_fail(err, "out of memory");
+    snprintf(tmp, n, "%s.tmp", sh->file);
+    uint64_t len, nrec;
+    int rc = write_compacted(s, idx, tmp, &len, &nrec, err);
+    if (rc == 0 && rename(tmp, sh->file) != 0)
+        rc = ml_fail(err, "%s: rename failed: %s", sh->file, strerror(errno));
+    if (rc == 0) rc = ml_fsync_dir(s->dir, err);
+    free(tmp);
+    if (rc != 0) return -1;
+    /* The lock was on the old file; this store may not append any more. */
+    close(sh->fd);
+    sh->fd = -1;
+    *freed = sh->end > len ? sh->end - len : 0;
+    sh->end = len, sh->nrec = nrec, sh->seq = 1;
     return 0;
 }

@@ -89,4 +89,10 @@ int ml_store_del(ml_store *s, int shard, int64_t id, ml_error *err);
  * When it returns 0 the records survive a crash or power loss. */
 int ml_store_commit(ml_store *s, ml_error *err);
 
+/* Rewrites shard `idx` with only its live items (plus a DEL keeping the
+ * largest id used, so ids stay unique), atomically (tmp file, fsync,
+ * rename).  *freed = bytes saved.  Readers that opened the old file keep
+ * reading it; the store must be reopened before writing that shard again. */
+int ml_store_compact(ml_store *s, int idx, uint64_t *freed, ml_error *err);
+
 #endif
