@@ -12,5 +12,6 @@ int cli_parse_precision(const char *s);
 int cmd_index(int argc, char **argv);
 int cmd_search(int argc, char **argv);
 int cmd_export_index(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 #endif

@@ -50,6 +50,8 @@ static void usage(FILE *f) {
             "                  [-k N] [--offset N] [--min-score S] [--prefix P] [--json]\n"
             "                  [--store auto|f32|f16|int8] [--exact] [--nprobe N]\n"
             "  magiclens export --index X.mlindex --output DIR  # embeddings.npy, metadata.jsonl\n"
+            "  magiclens eval BENCHMARK --data DIR --model M [--split val|test] [--output DIR]\n"
+            "                  [--k 50] [--json]   # circo cirr fiq dtin genecis t2i custom\n"
             "  magiclens cpu                                  # instruction sets, default precision\n"
             "  magiclens bench --model M [--precision P] [--batch B] [--threads N] [--seconds S]\n"
             "                  [--text T]\n\n"
@@ -633,6 +635,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
     if (!strcmp(cmd, "cpu")) return cmd_cpu();
     if (!strcmp(cmd, "export")) return cmd_export_index(argc, argv);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
     if (!strcmp(cmd, "index") || !strcmp(cmd, "search")) {
         if (ml_dist_init(&argc, &argv) != 0) {
             fprintf(stderr, "magiclens: started by mpirun, but MPI is not available (built "
