@@ -22,7 +22,7 @@ LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_SRC = $(sort $(wildcard tests/unit/test_*.c))
 TEST_BIN = $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all lib test test-asan run clean deps fuzz bench bench-search check-arm64
+.PHONY: all lib test test-asan run clean deps fuzz bench bench-search bench-faiss check-arm64
 all: $(BUILD)/magiclens $(TEST_BIN)
 
 lib: $(BUILD)/libmagiclens.a
@@ -83,15 +83,18 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libmagiclens.a
 
 # GEMM GFLOP/s vs the FMA peak: `make bench`, then
 # MAGICLENS_ISA=avx2 $(BUILD)/bench_gemm [threads [reps]].
-bench: $(BUILD)/bench_gemm $(BUILD)/bench_qgemm
+# Vector search (bench/search.md): $(BUILD)/bench_search [n [d [dir [all|exact|ivf]]]].
+bench: $(BUILD)/bench_gemm $(BUILD)/bench_qgemm $(BUILD)/bench_search
 $(BUILD)/bench_%: $(BUILD)/obj/bench/bench_%.o $(BUILD)/libmagiclens.a
 	$(CC) $(ALLFLAGS) -o $@ $^ $(LDLIBS)
 
-# Vector search (bench/search.md): bench_search, then bench_faiss on the same
-# vectors.  bench_faiss is C++ against Debian's static libfaiss (libfaiss-dev,
-# with libblas-dev, liblapack-dev and OpenMP from g++).
-bench-search: $(BUILD)/bench_search $(BUILD)/bench_faiss
+# FAISS on the vectors bench_search writes (bench/search.md): C++ against
+# Debian's static libfaiss (libfaiss-dev, with libblas-dev, liblapack-dev and
+# OpenMP from g++).  Separate from `bench` so that builds without FAISS work.
+bench-search: $(BUILD)/bench_search
+bench-faiss: $(BUILD)/bench_faiss
 $(BUILD)/bench_faiss: bench/bench_faiss.cpp
+	@test -f /usr/include/faiss/IndexFlat.h || { echo "bench-faiss needs FAISS (apt-get install libfaiss-dev)" >&2; exit 1; }
 	@mkdir -p $(dir $@)
 	$(CXX) -std=c++17 -O2 -g -fopenmp -Wall -Wextra -Werror -o $@ $< -lfaiss -lblas -llapack
 
