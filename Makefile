@@ -94,7 +94,7 @@ $(BUILD)/bench_%: $(BUILD)/obj/bench/bench_%.o $(BUILD)/libmagiclens.a
 bench-search: $(BUILD)/bench_search
 bench-faiss: $(BUILD)/bench_faiss
 $(BUILD)/bench_faiss: bench/bench_faiss.cpp
-	@test -f /usr/include/faiss/IndexFlat.h || { echo "bench-faiss needs FAISS (apt-get install libfaiss-dev)" >&2; exit 1; }
+	@test -f /usr/include/faiss/IndexFlat.h || { echo "bench-faiss needs FAISS: scripts/install-deps.sh --bench" >&2; exit 1; }
 	@mkdir -p $(dir $@)
 	$(CXX) -std=c++17 -O2 -g -fopenmp -Wall -Wextra -Werror -o $@ $< -lfaiss -lblas -llapack
 

@@ -9,6 +9,9 @@ BUILD_PKGS="build-essential clang pkg-config libjpeg62-turbo-dev libpng-dev libw
  libopenmpi-dev openmpi-bin"
 # Test tools: the PyTorch reference and the fixture generators.
 TEST_PKGS="python3 python3-numpy python3-torch python3-msgpack python3-pil python3-regex valgrind"
+# Benchmarks only (`scripts/install-deps.sh --bench`): FAISS for bench/bench_faiss.cpp.
+BENCH_PKGS="libfaiss-dev libblas-dev liblapack-dev"
+[ "${1:-}" = "--bench" ] && TEST_PKGS="$TEST_PKGS $BENCH_PKGS"
 
 want=""
 for p in $BUILD_PKGS $TEST_PKGS; do
