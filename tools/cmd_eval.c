@@ -130,7 +130,7 @@ int cmd_eval(int argc, char **argv) {
     }
     ml_error err;
     ml_eval_bench b;
-    if (ml_eval_load(bench, o.split, o.data, &b, &err) != 0) {
+    if (ml_eval_load(bench, o.split, o.data, o.output, &b, &err) != 0) {
         fprintf(stderr, "magiclens eval %s: %s\n", bench, err.msg);
         return 1;
     }

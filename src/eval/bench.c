@@ -110,6 +110,23 @@ int32_t ml_eval_gallery_add(ml_eval_task *t, const char *key, const char *path, 
     return pos;
 }
 
+int32_t ml_eval_gallery_add_crop(ml_eval_task *t, const char *key, const char *crop_path,
+                                 const char *src, const double box[4], ml_error *err) {
+    int32_t pos = ml_eval_gallery_find(t, key);
+    if (pos >= 0) return pos;
+    if ((pos = ml_eval_gallery_add(t, key, crop_path, err)) < 0) return -1;
+    /* crops has the capacity of keys (gcap), zero-filled as it grows */
+    if (!t->crops || t->ccap < t->gcap) {
+        ml_eval_crop *c = realloc(t->crops, (size_t)t->gcap * sizeof *c);
+        if (!c) return ml_fail(err, "out of memory"), -1;
+        memset(c + t->ccap, 0, (size_t)(t->gcap - t->ccap) * sizeof *c);
+        t->crops = c, t->ccap = t->gcap;
+    }
+    if (!(t->crops[pos].src = strdup(src))) return ml_fail(err, "out of memory"), -1;
+    memcpy(t->crops[pos].box, box, sizeof t->crops[pos].box);
+    return pos;
+}
+
 int32_t ml_eval_gallery_find(const ml_eval_task *t, const char *key) { return map_find(t, key); }
 
 ml_eval_query *ml_eval_add_query(ml_eval_task *t, const char *id, const char *image,
@@ -167,6 +184,8 @@ const char *ml_metric_name(const ml_metric_spec *m, char *buf, int n) {
 
 static void free_task(ml_eval_task *t) {
     for (int i = 0; i < t->ngallery; i++) free(t->keys[i]), free(t->paths[i]);
+    for (int i = 0; t->crops && i < t->ccap; i++) free(t->crops[i].src);
+    free(t->crops);
     for (int i = 0; i < t->nq; i++) {
         ml_eval_query *q = &t->q[i];
         free(q->id), free(q->image), free(q->text), free(q->targets), free(q->subset);
@@ -181,6 +200,6 @@ static void free_task(ml_eval_task *t) {
 void ml_eval_bench_free(ml_eval_bench *b) {
     if (!b) return;
     for (int i = 0; i < b->ntasks; i++) free_task(&b->tasks[i]);
-    free(b->tasks), free(b->name), free(b->split);
+    free(b->tasks), free(b->name), free(b->split), free(b->work);
     memset(b, 0, sizeof *b);
 }

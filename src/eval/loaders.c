@@ -1,11 +1,11 @@
 /* loaders.c - each benchmark's annotation files, read as its own repository
  * ships them, turned into eval tasks (bench.h).  The official query wording
- * is built here:
- *   circo    "find {shared_concept} but {relative_caption}"
- *   cirr     the caption
- *   fiq-*    the two captions joined by " and "
- *   dtin-*   "find this object in {domain}"
- *   genecis  the condition
+ * is built here (docs/eval.md says where each was checked):
+ *   circo    "find {shared_concept} but {relative_caption}"  (MagicLens data_utils.py)
+ *   cirr     the caption                                      (CIRR)
+ *   fiq-*    the captions joined by " and ", in file order   (MagicLens data_utils.py)
+ *   dtin-*   "find this object in {domain}"                  (MagicLens data_utils.py)
+ *   genecis  the condition as written                         (GeneCIS eval code)
  *   t2i      the caption (text to image through the CLIP towers)
  *   custom   as given in queries.jsonl */
 #include <dirent.h>
@@ -395,30 +395,86 @@ static void free_dtin(dtin_line *a, size_t n) {
     free(a);
 }
 
+/* Image paths in Pic2Word's files start with "imgnet/" ("imgnet/real/...",
+ * "imgnet/imagenet-r/...").  MagicLens's build_dtin_dataset (data_utils.py)
+ * drops that first component and reads them under its dtin/ folder, so both
+ * layouts are accepted: --data/imgnet/real/... or --data/real/...  The
+ * first entry decides; with neither present the official layout is assumed
+ * (the missing images are then counted and named). */
+static int dtin_strip_first(const char *data, const dtin_line *tg, size_t nt) {
+    char p[PATH_BUF * 2];
+    if (nt == 0) return 1;
+    snprintf(p, sizeof p, "%s/%s", data, tg[0].path);
+    if (exists(p)) return 0;
+    return 1;
+}
+
+static const char *dtin_rel(const char *path, int strip) {
+    const char *s = strchr(path, '/');
+    return strip && s ? s + 1 : path;
+}
+
+typedef struct label_pos {
+    long label;
+    int32_t pos;
+} label_pos;
+
+static int cmp_label_pos(const void *a, const void *b) {
+    const label_pos *x = a, *y = b;
+    if (x->label != y->label) return x->label < y->label ? -1 : 1;
+    return (x->pos > y->pos) - (x->pos < y->pos);
+}
+
 static int dtin_task(ml_eval_bench *b, const char *root, int d, const dtin_line *tg, size_t nt,
                      const dtin_line *qs, size_t nq, ml_error *err) {
     ml_eval_task *t = ml_eval_add_task(b, DTIN_DOMAINS[d], "dtin", err);
     if (!t) return -1;
-    char path[PATH_BUF * 2], text[128], id[32];
-    for (size_t i = 0; i < nt; i++) {
-        snprintf(path, sizeof path, "%s/%s", root, tg[i].path);
-        if (ml_eval_gallery_add(t, tg[i].path, path, err) < 0) return -1;
+    int strip = dtin_strip_first(root, tg, nt);
+    char path[PATH_BUF * 2], text[128], id[PATH_BUF + 64];
+    /* Gallery position of each target line (a path listed twice is one
+     * gallery item; its first label is the one kept). */
+    label_pos *lp = malloc((nt + 1) * sizeof *lp);
+    if (!lp) return ml_fail(err, "out of memory");
+    int rc = 0;
+    size_t nlp = 0;
+    for (size_t i = 0; rc == 0 && i < nt; i++) {
+        snprintf(path, sizeof path, "%s/%s", root, dtin_rel(tg[i].path, strip));
+        int32_t before = t->ngallery, p = ml_eval_gallery_add(t, tg[i].path, path, err);
+        if (p < 0) rc = -1;
+        else if (p == before) lp[nlp++] = (label_pos){tg[i].label, p};
     }
+    qsort(lp, nlp, sizeof *lp, cmp_label_pos);
     snprintf(text, sizeof text, "find this object in %s", DTIN_DOMAINS[d]);
-    for (size_t i = 0; i < nq; i++) {
-        snprintf(id, sizeof id, "%zu", i);
-        snprintf(path, sizeof path, "%s/%s", root, qs[i].path);
+    for (size_t i = 0; rc == 0 && i < nq; i++) {
+        /* The official query id: "<file name>-class-<class>-to-<domain>". */
+        const char *slash = strrchr(qs[i].path, '/');
+        snprintf(id, sizeof id, "%s-class-%ld-to-%s", slash ? slash + 1 : qs[i].path,
+                 qs[i].label, DTIN_DOMAINS[d]);
+        snprintf(path, sizeof path, "%s/%s", root, dtin_rel(qs[i].path, strip));
         ml_eval_query *q = ml_eval_add_query(t, id, path, text, err);
-        if (!q) return -1;
+        if (!q) {
+            rc = -1;
+            break;
+        }
         q->ref = ml_eval_gallery_find(t, qs[i].path);
-        /* Pic2Word's labels: class + 1000 * domain for the targets. */
+        /* build_dtin_dataset: gallery ids are the target file's labels and the
+         * target is domain * 1000 + class; any gallery image with that label
+         * counts (its recall compares labels). */
         long want = qs[i].label + 1000L * d;
-        for (size_t g = 0; g < nt; g++)
-            if (tg[g].label == want && ml_eval_query_target(q, (int32_t)g, err) != 0) return -1;
-        if (q->ntargets == 0)
-            ml_eval_query_problem(q, "no %s image of class %ld in the targets file",
-                                  DTIN_DOMAINS[d], qs[i].label);
+        size_t lo = 0, hi = nlp;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (lp[mid].label < want) lo = mid + 1;
+            else hi = mid;
+        }
+        for (size_t g = lo; rc == 0 && g < nlp && lp[g].label == want; g++)
+            if (ml_eval_query_target(q, lp[g].pos, err) != 0) rc = -1;
+        if (rc == 0 && q->ntargets == 0)
+            ml_eval_query_problem(q, "no %s image of class %ld in the targets file (scores 0, "
+                                  "as in the official evaluation)", DTIN_DOMAINS[d], qs[i].label);
     }
+    free(lp);
+    if (rc) return -1;
     ml_eval_add_metric(t, ML_METRIC_RECALL, 10);
     ml_eval_add_metric(t, ML_METRIC_RECALL, 50);
     return 0;
@@ -434,8 +490,6 @@ static int load_dtin(ml_eval_bench *b, const char *data, const char *which, ml_e
     size_t nq = 0, nt = 0;
     int rc = read_dtin(qf, &qs, &nq, err);
     if (rc == 0) rc = read_dtin(tf, &tg, &nt, err);
-    /* Image paths ("imgnet/real/...") are relative to the folder that holds
-     * imgnet/, i.e. --data. */
     for (int d = 0; rc == 0 && d < 4; d++)
         if (!which || !strcmp(which, DTIN_DOMAINS[d]))
             rc = dtin_task(b, data, d, tg, nt, qs, nq, err);
@@ -499,28 +553,113 @@ static int load_genecis_task(ml_eval_bench *b, const char *data, const char *tas
     return rc;
 }
 
+/* Attribute tasks: Visual Genome 1.2 images ("image_id" as a string or a
+ * number, {image_id}.jpg as GeneCIS's config.py expects them, in one merged
+ * folder or VG's own VG_100K / VG_100K_2) cut to "instance_bbox" [x, y, w,
+ * h].  Each crop is a gallery item of its own, read from a PNG under
+ * <output>/genecis-crops/ that the runner writes once. */
+static void vg_image(const char *data, const char *id, char *path) {
+    static const char *const dirs[] = {"VG_100K_all", "VG_100K", "VG_100K_2",
+                                       "visual_genome/VG_100K_all", "visual_genome/VG_100K",
+                                       "visual_genome/VG_100K_2", "images"};
+    for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++) {
+        snprintf(path, PATH_BUF * 2, "%s/%s/%s.jpg", data, dirs[i], id);
+        if (exists(path)) return;
+    }
+    snprintf(path, PATH_BUF * 2, "%s/%s/%s.jpg", data, dirs[0], id);
+}
+
+/* Gallery position of an attribute-task instance; -1 on a fatal error,
+ * -2 when the entry lacks image_id / instance_bbox. */
+static int32_t genecis_add_crop(ml_eval_task *t, const ml_eval_bench *b, const char *data,
+                                json_t *o, ml_error *err) {
+    char id[64], key[256], src[PATH_BUF * 2], crop[PATH_BUF + 320];
+    json_t *bb = json_object_get(o, "instance_bbox");
+    if (get_key(o, "image_id", id, sizeof id) != 0 || !json_is_array(bb) ||
+        json_array_size(bb) != 4 || strchr(id, '/'))
+        return -2;
+    double box[4];
+    for (int i = 0; i < 4; i++) {
+        json_t *v = json_array_get(bb, (size_t)i);
+        if (!json_is_number(v)) return -2;
+        box[i] = json_number_value(v);
+    }
+    snprintf(key, sizeof key, "%s_%.17g_%.17g_%.17g_%.17g", id, box[0], box[1], box[2], box[3]);
+    int32_t pos = ml_eval_gallery_find(t, key);
+    if (pos >= 0) return pos;
+    vg_image(data, id, src);
+    snprintf(crop, sizeof crop, "%s/genecis-crops/%s.png", b->work, key);
+    return ml_eval_gallery_add_crop(t, key, crop, src, box, err);
+}
+
+static int load_genecis_attr(ml_eval_bench *b, const char *data, const char *task,
+                             const char *file, ml_error *err) {
+    char dir[PATH_BUF + 32], id[32];
+    snprintf(dir, sizeof dir, "%s/genecis-crops", b->work);
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        return ml_fail(err, "%s: %s", dir, strerror(errno));
+    ml_eval_task *t = ml_eval_add_task(b, task, "genecis-vg", err);
+    json_t *j = t ? load_json(file, err) : NULL;
+    if (!j) return -1;
+    int rc = json_is_array(j) ? 0 : ml_fail(err, "%s: expected a JSON array", file);
+    size_t i;
+    json_t *e;
+    json_array_foreach(j, i, e) {
+        const char *cond = get_str(e, "condition");
+        json_t *gal = json_object_get(e, "gallery");
+        if (rc || !cond || !json_is_array(gal)) {
+            if (!rc) rc = bad_entry(err, file, i, "needs condition, reference, target, gallery");
+            break;
+        }
+        snprintf(id, sizeof id, "%zu", i);
+        ml_eval_query *q = ml_eval_add_query(t, id, NULL, cond, err);
+        int32_t ref = q ? genecis_add_crop(t, b, data, json_object_get(e, "reference"), err) : -1;
+        int32_t tgt = q ? genecis_add_crop(t, b, data, json_object_get(e, "target"), err) : -1;
+        if (!q || ref == -1 || tgt == -1) {
+            rc = -1;
+            break;
+        }
+        if (ref < 0 || tgt < 0) {
+            rc = bad_entry(err, file, i, "reference/target need image_id and instance_bbox [x, y, w, h]");
+            break;
+        }
+        q->ref = ref;
+        if (ml_eval_query_target(q, tgt, err) || ml_eval_query_subset(q, tgt, err)) rc = -1;
+        size_t g;
+        json_t *ge;
+        json_array_foreach(gal, g, ge) {
+            int32_t pos = genecis_add_crop(t, b, data, ge, err);
+            if (pos == -1 || (pos >= 0 && ml_eval_query_subset(q, pos, err) != 0)) rc = -1;
+            if (pos == -2)
+                ml_eval_query_problem(q, "gallery[%zu] needs image_id and instance_bbox", g);
+        }
+    }
+    json_decref(j);
+    t->subset_gallery = 1;
+    for (int k = 1; k <= 3; k++) ml_eval_add_metric(t, ML_METRIC_RECALL, k);
+    return rc;
+}
+
+/* The four tasks in the order of GeneCIS's tables; the files that exist
+ * are run (at least one is needed). */
 static int load_genecis(ml_eval_bench *b, const char *data, ml_error *err) {
-    static const char *const tasks[] = {"change_object", "focus_object"};
-    static const char *const attr[] = {"change_attribute", "focus_attribute"};
+    static const char *const tasks[] = {"focus_attribute", "change_attribute", "focus_object",
+                                        "change_object"};
     char file[PATH_BUF], rel[2][128];
     int found = 0;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 4; i++) {
         snprintf(rel[0], sizeof rel[0], "%s.json", tasks[i]);
         snprintf(rel[1], sizeof rel[1], "genecis/%s.json", tasks[i]);
         const char *cand[] = {rel[0], rel[1]};
         if (!find_under(data, cand, 2, file)) continue;
         found++;
-        if (load_genecis_task(b, data, tasks[i], file, err) != 0) return -1;
-    }
-    for (int i = 0; i < 2; i++) {
-        snprintf(rel[0], sizeof rel[0], "%s.json", attr[i]);
-        const char *cand[] = {rel[0]};
-        if (find_under(data, cand, 1, file))
-            fprintf(stderr, "eval: genecis: %s (Visual Genome crops) is not implemented yet; "
-                            "skipped\n", attr[i]);
+        int rc = i < 2 ? load_genecis_attr(b, data, tasks[i], file, err)
+                       : load_genecis_task(b, data, tasks[i], file, err);
+        if (rc != 0) return -1;
     }
     if (!found)
-        return ml_fail(err, "%s: no change_object.json or focus_object.json", data);
+        return ml_fail(err, "%s: none of focus_attribute.json, change_attribute.json, "
+                       "focus_object.json, change_object.json", data);
     return 0;
 }
 
@@ -711,8 +850,8 @@ static int load_any(ml_eval_bench *b, const char *name, const char *data, ml_err
     return ml_fail(err, "unknown benchmark '%s' (one of: %s)", name, ml_eval_bench_names());
 }
 
-int ml_eval_load(const char *name, const char *split, const char *data, ml_eval_bench *b,
-                 ml_error *err) {
+int ml_eval_load(const char *name, const char *split, const char *data, const char *work,
+                 ml_eval_bench *b, ml_error *err) {
     memset(b, 0, sizeof *b);
     if (!split) split = "val";
     if (strcmp(split, "val") && strcmp(split, "test") && strcmp(split, "test1"))
@@ -721,10 +860,17 @@ int ml_eval_load(const char *name, const char *split, const char *data, ml_eval_
     if (test && strcmp(name, "circo") && strcmp(name, "cirr"))
         return ml_fail(err, "%s: only the val split has public targets here; the test split is "
                        "scored by a server for circo and cirr only", name);
+    if (!work || !*work) return ml_fail(err, "no output folder");
+    if (mkdir(work, 0777) != 0 && errno != EEXIST)
+        return ml_fail(err, "%s: %s", work, strerror(errno));
+    if (!(b->work = realpath(work, NULL))) return ml_fail(err, "%s: %s", work, strerror(errno));
     b->name = strdup(name);
     b->split = strdup(!strcmp(split, "test1") ? "test" : split);
     b->submission = test;
-    if (!b->name || !b->split) return ml_fail(err, "out of memory");
+    if (!b->name || !b->split) {
+        ml_eval_bench_free(b);
+        return ml_fail(err, "out of memory");
+    }
     if (load_any(b, name, data, err) != 0) {
         ml_eval_bench_free(b);
         return -1;

@@ -52,10 +52,13 @@ static long write_list(const char *file, char *const *paths, const int *keep, lo
     return w;
 }
 
+/* mode: ML_INDEX_SYNC (the index mirrors the list) or ML_INDEX_ADD (tasks
+ * that rank only their own candidates share one index without dropping each
+ * other's items). */
 static int index_list(ml_model *m, const char *list, const char *dir, const ml_eval_opts *o,
-                      ml_error *err) {
+                      int mode, ml_error *err) {
     const char *src[] = {list};
-    ml_index_opts io = {src, 1, ML_INDEX_SYNC, o->batch, o->progress, 0, 20,
+    ml_index_opts io = {src, 1, mode, o->batch, o->progress, 0, 20,
                         o->model_name, o->precision};
     ml_index_stats st;
     if (ml_index_run(m, dir, &io, &st, err) != 0) return ml_fail_prefix(err, "index %s", dir);
@@ -65,10 +68,41 @@ static int index_list(ml_model *m, const char *list, const char *dir, const ml_e
     return 0;
 }
 
+/* Writes the crop files (GeneCIS attribute tasks) that do not exist yet.
+ * A crop whose source image is missing or unusable stays missing: it is
+ * then counted with the other missing gallery items. */
+static void make_crops(const ml_eval_task *t, const ml_eval_opts *o) {
+    if (!t->crops) return;
+    long todo = 0, failed = 0;
+    for (int i = 0; i < t->ngallery && i < t->ccap; i++)
+        if (t->crops[i].src && !exists(t->paths[i])) todo++;
+    if (todo == 0) return;
+    ml_progress p;
+    char label[128], first[1024] = "";
+    snprintf(label, sizeof label, "%s crops", t->name);
+    ml_progress_start(&p, label, todo, o->progress);
+    for (int i = 0; i < t->ngallery && i < t->ccap; i++) {
+        const ml_eval_crop *c = &t->crops[i];
+        if (!c->src || exists(t->paths[i])) continue;
+        ml_error e;
+        if (!exists(c->src)) {
+            if (!failed++) snprintf(first, sizeof first, "%s: no such file", c->src);
+        } else if (ml_eval_make_crop(c->src, c->box, t->paths[i], &e) != 0) {
+            if (!failed++) snprintf(first, sizeof first, "%s", e.msg);
+        }
+        ml_progress_add(&p, 1);
+    }
+    ml_progress_finish(&p);
+    if (failed)
+        fprintf(stderr, "eval: %s: %ld of %ld crops could not be made (first: %s)\n", t->name,
+                failed, todo, first);
+}
+
 /* Indexes the gallery images that exist; missing ones are counted. */
 static int build_gallery(ml_model *m, const ml_eval_task *t, const ml_eval_opts *o, char *dir,
                          ml_error *err) {
     char list[PATH_BUF];
+    make_crops(t, o);
     snprintf(list, sizeof list, "%s/%s.list", o->output, t->index_name);
     snprintf(dir, PATH_BUF, "%s/%s.mlindex", o->output, t->index_name);
     int *keep = calloc((size_t)t->ngallery + 1, sizeof *keep);
@@ -90,7 +124,9 @@ static int build_gallery(ml_model *m, const ml_eval_task *t, const ml_eval_opts 
                 t->ngallery - present, t->ngallery, t->paths[first_missing]);
     long w = write_list(list, t->paths, keep, t->ngallery, err);
     free(keep);
-    return w < 0 ? -1 : index_list(m, list, dir, o, err);
+    return w < 0 ? -1
+                 : index_list(m, list, dir, o, t->subset_gallery ? ML_INDEX_ADD : ML_INDEX_SYNC,
+                              err);
 }
 
 /* Query images that are not gallery images get their own index. */
@@ -118,7 +154,7 @@ static int build_queries(ml_model *m, const ml_eval_task *t, const ml_eval_opts 
         dir[0] = 0;
         return 0;
     }
-    return index_list(m, list, dir, o, err);
+    return index_list(m, list, dir, o, ML_INDEX_SYNC, err);
 }
 
 static int cmp_id_pos(const void *a, const void *b) {
