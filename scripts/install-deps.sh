@@ -6,24 +6,36 @@ set -euo pipefail
 # Build and runtime libraries.
 BUILD_PKGS="build-essential clang pkg-config libjpeg62-turbo-dev libpng-dev libwebp-dev
  libgif-dev libutf8proc-dev zlib1g-dev libjansson-dev libxxhash-dev libarchive-dev
- libopenmpi-dev openmpi-bin"
+ libopenmpi-dev openmpi-bin libmicrohttpd-dev"
 # Test tools: the PyTorch reference and the fixture generators.
-TEST_PKGS="python3 python3-numpy python3-torch python3-msgpack python3-pil python3-regex valgrind"
+TEST_PKGS="python3 python3-numpy python3-torch python3-msgpack python3-pil python3-regex valgrind
+ chromium nodejs"
 # Benchmarks only (`scripts/install-deps.sh --bench`): FAISS for bench/bench_faiss.cpp.
-BENCH_PKGS="libfaiss-dev libblas-dev liblapack-dev"
+# wrk drives the server load run (bench/load_serve.sh).
+BENCH_PKGS="libfaiss-dev libblas-dev liblapack-dev wrk"
 [ "${1:-}" = "--bench" ] && TEST_PKGS="$TEST_PKGS $BENCH_PKGS"
 
 want=""
 for p in $BUILD_PKGS $TEST_PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || want="$want $p"
 done
-if [ -z "$want" ]; then
-    exit 0
+# Debian's nodejs comes without npm (NodeSource's includes it).
+command -v npm > /dev/null 2>&1 || want="$want npm"
+if [ -n "$want" ]; then
+    echo "install-deps: installing:$want" >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    # shellcheck disable=SC2086
+    $SUDO apt-get install -y -qq --no-install-recommends $want
 fi
-echo "install-deps: installing:$want" >&2
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-# shellcheck disable=SC2086
-$SUDO apt-get install -y -qq --no-install-recommends $want
+
+# The browser test drives Debian's chromium through playwright-core (npm; no
+# browser download), installed into the git-ignored tests/browser/node_modules.
+PW_VERSION=1.49.1
+PW_DIR="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+if [ ! -f "$PW_DIR/node_modules/playwright-core/package.json" ]; then
+    echo "install-deps: npm install playwright-core@$PW_VERSION into $PW_DIR/node_modules" >&2
+    npm install --no-save --no-audit --no-fund --prefix "$PW_DIR" "playwright-core@$PW_VERSION" >&2
+fi

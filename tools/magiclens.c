@@ -52,6 +52,8 @@ static void usage(FILE *f) {
             "  magiclens export --index X.mlindex --output DIR  # embeddings.npy, metadata.jsonl\n"
             "  magiclens eval BENCHMARK --data DIR --model M [--split val|test] [--output DIR]\n"
             "                  [--k 50] [--json]   # circo cirr fiq dtin genecis t2i custom\n"
+            "  magiclens serve --index X.mlindex --model M [--host 127.0.0.1] [--port 8080]\n"
+            "                  [--token T] [--workers N] [--queue N] [--web DIR]  # docs/serve.md\n"
             "  magiclens cpu                                  # instruction sets, default precision\n"
             "  magiclens bench --model M [--precision P] [--batch B] [--threads N] [--seconds S]\n"
             "                  [--text T]\n\n"
@@ -636,6 +638,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "cpu")) return cmd_cpu();
     if (!strcmp(cmd, "export")) return cmd_export_index(argc, argv);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
+    if (!strcmp(cmd, "serve")) return cmd_serve(argc, argv);
     if (!strcmp(cmd, "index") || !strcmp(cmd, "search")) {
         if (ml_dist_init(&argc, &argv) != 0) {
             fprintf(stderr, "magiclens: started by mpirun, but MPI is not available (built "
