@@ -19,17 +19,9 @@ if [ -z "${MODEL:-}" ]; then
     [ -d "$T/img" ] || /usr/bin/python3 tests/reference/make_images.py "$T/img" --no-expected > /dev/null
     "$BUILD/magiclens" index --model "$MODEL" --images "$T/img" --output "$INDEX" --quiet 2> /dev/null || true
 fi
-"$BUILD/magiclens" serve --index "$INDEX" --model "$MODEL" --port 0 --quiet ${SERVE_ARGS:-} \
-    > "$T/stdout" 2> "$T/stderr" &
-PID=$!
-trap 'kill $PID 2> /dev/null || true' EXIT
-PORT=""
-for _ in $(seq 600); do
-    PORT=$(sed -n 's/^listening on http:\/\/127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$T/stdout")
-    [ -n "$PORT" ] && break
-    kill -0 $PID 2> /dev/null || { cat "$T/stderr"; exit 1; }
-    sleep 0.1
-done
+. tests/serve_start.sh
+# shellcheck disable=SC2086
+serve_start "$T" --index "$INDEX" --model "$MODEL" --quiet ${SERVE_ARGS:-}
 URL="http://127.0.0.1:$PORT"
 ID=$(curl -s -H 'Content-Type: application/json' -d '{"text":"x","k":1}' "$URL/api/search" |
      /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["results"][0]["id"])')
