@@ -506,13 +506,18 @@ static int genecis_add_img(ml_eval_task *t, const char *coco, json_t *o, ml_erro
     return ml_eval_gallery_add(t, key, path, err);
 }
 
-static int load_genecis_task(ml_eval_bench *b, const char *data, const char *task,
-                             const char *file, ml_error *err) {
-    char coco[PATH_BUF], id[32];
-    const char *cc[] = {"val2017", "coco/val2017", "coco2017/val2017"};
-    find_under(data, cc, 3, coco);
-    ml_eval_task *t = ml_eval_add_task(b, task, "genecis-coco", err);
-    json_t *j = t ? load_json(file, err) : NULL;
+/* Adds one GeneCIS image (reference, target or gallery entry) to the task:
+ * its position, -1 on error (err set), -2 when the entry lacks its fields. */
+typedef int32_t (*genecis_add_fn)(void *ctx, ml_eval_task *t, json_t *o, ml_error *err);
+
+/* The loop both kinds of GeneCIS task share: one query per entry, with the
+ * condition as the instruction, the reference as the query image, and the
+ * official gallery [target] + distractors as its subset.  `need` names the
+ * fields an image entry must have. */
+static int load_genecis_entries(ml_eval_task *t, const char *file, genecis_add_fn add, void *ctx,
+                                const char *need, ml_error *err) {
+    char id[32], msg[160];
+    json_t *j = load_json(file, err);
     if (!j) return -1;
     int rc = json_is_array(j) ? 0 : ml_fail(err, "%s: expected a JSON array", file);
     size_t i;
@@ -526,14 +531,15 @@ static int load_genecis_task(ml_eval_bench *b, const char *data, const char *tas
         }
         snprintf(id, sizeof id, "%zu", i);
         ml_eval_query *q = ml_eval_add_query(t, id, NULL, cond, err);
-        int32_t ref = q ? genecis_add_img(t, coco, json_object_get(e, "reference"), err) : -1;
-        int32_t tgt = q ? genecis_add_img(t, coco, json_object_get(e, "target"), err) : -1;
+        int32_t ref = q ? add(ctx, t, json_object_get(e, "reference"), err) : -1;
+        int32_t tgt = q ? add(ctx, t, json_object_get(e, "target"), err) : -1;
         if (!q || ref == -1 || tgt == -1) {
             rc = -1;
             break;
         }
         if (ref < 0 || tgt < 0) {
-            rc = bad_entry(err, file, i, "reference/target need val_image_id");
+            snprintf(msg, sizeof msg, "reference/target need %s", need);
+            rc = bad_entry(err, file, i, msg);
             break;
         }
         q->ref = ref;
@@ -542,15 +548,28 @@ static int load_genecis_task(ml_eval_bench *b, const char *data, const char *tas
         size_t g;
         json_t *ge;
         json_array_foreach(gal, g, ge) {
-            int32_t pos = genecis_add_img(t, coco, ge, err);
+            int32_t pos = add(ctx, t, ge, err);
             if (pos == -1 || (pos >= 0 && ml_eval_query_subset(q, pos, err) != 0)) rc = -1;
-            if (pos == -2) ml_eval_query_problem(q, "gallery[%zu] has no val_image_id", g);
+            if (pos == -2) ml_eval_query_problem(q, "gallery[%zu] needs %s", g, need);
         }
     }
     json_decref(j);
     t->subset_gallery = 1;
     for (int k = 1; k <= 3; k++) ml_eval_add_metric(t, ML_METRIC_RECALL, k);
     return rc;
+}
+
+static int32_t add_coco(void *ctx, ml_eval_task *t, json_t *o, ml_error *err) {
+    return genecis_add_img(t, ctx, o, err);
+}
+
+static int load_genecis_task(ml_eval_bench *b, const char *data, const char *task,
+                             const char *file, ml_error *err) {
+    char coco[PATH_BUF];
+    const char *cc[] = {"val2017", "coco/val2017", "coco2017/val2017"};
+    find_under(data, cc, 3, coco);
+    ml_eval_task *t = ml_eval_add_task(b, task, "genecis-coco", err);
+    return t ? load_genecis_entries(t, file, add_coco, coco, "val_image_id", err) : -1;
 }
 
 /* Attribute tasks: Visual Genome 1.2 images ("image_id" as a string or a
@@ -592,52 +611,27 @@ static int32_t genecis_add_crop(ml_eval_task *t, const ml_eval_bench *b, const c
     return ml_eval_gallery_add_crop(t, key, crop, src, box, err);
 }
 
+typedef struct crop_ctx {
+    const ml_eval_bench *b;
+    const char *data;
+} crop_ctx;
+
+static int32_t add_crop(void *ctx, ml_eval_task *t, json_t *o, ml_error *err) {
+    const crop_ctx *c = ctx;
+    return genecis_add_crop(t, c->b, c->data, o, err);
+}
+
 static int load_genecis_attr(ml_eval_bench *b, const char *data, const char *task,
                              const char *file, ml_error *err) {
-    char dir[PATH_BUF + 32], id[32];
+    char dir[PATH_BUF + 32];
     snprintf(dir, sizeof dir, "%s/genecis-crops", b->work);
     if (mkdir(dir, 0777) != 0 && errno != EEXIST)
         return ml_fail(err, "%s: %s", dir, strerror(errno));
     ml_eval_task *t = ml_eval_add_task(b, task, "genecis-vg", err);
-    json_t *j = t ? load_json(file, err) : NULL;
-    if (!j) return -1;
-    int rc = json_is_array(j) ? 0 : ml_fail(err, "%s: expected a JSON array", file);
-    size_t i;
-    json_t *e;
-    json_array_foreach(j, i, e) {
-        const char *cond = get_str(e, "condition");
-        json_t *gal = json_object_get(e, "gallery");
-        if (rc || !cond || !json_is_array(gal)) {
-            if (!rc) rc = bad_entry(err, file, i, "needs condition, reference, target, gallery");
-            break;
-        }
-        snprintf(id, sizeof id, "%zu", i);
-        ml_eval_query *q = ml_eval_add_query(t, id, NULL, cond, err);
-        int32_t ref = q ? genecis_add_crop(t, b, data, json_object_get(e, "reference"), err) : -1;
-        int32_t tgt = q ? genecis_add_crop(t, b, data, json_object_get(e, "target"), err) : -1;
-        if (!q || ref == -1 || tgt == -1) {
-            rc = -1;
-            break;
-        }
-        if (ref < 0 || tgt < 0) {
-            rc = bad_entry(err, file, i, "reference/target need image_id and instance_bbox [x, y, w, h]");
-            break;
-        }
-        q->ref = ref;
-        if (ml_eval_query_target(q, tgt, err) || ml_eval_query_subset(q, tgt, err)) rc = -1;
-        size_t g;
-        json_t *ge;
-        json_array_foreach(gal, g, ge) {
-            int32_t pos = genecis_add_crop(t, b, data, ge, err);
-            if (pos == -1 || (pos >= 0 && ml_eval_query_subset(q, pos, err) != 0)) rc = -1;
-            if (pos == -2)
-                ml_eval_query_problem(q, "gallery[%zu] needs image_id and instance_bbox", g);
-        }
-    }
-    json_decref(j);
-    t->subset_gallery = 1;
-    for (int k = 1; k <= 3; k++) ml_eval_add_metric(t, ML_METRIC_RECALL, k);
-    return rc;
+    crop_ctx c = {b, data};
+    return t ? load_genecis_entries(t, file, add_crop, &c, "image_id and instance_bbox [x, y, w, h]",
+                                    err)
+             : -1;
 }
 
 /* The four tasks in the order of GeneCIS's tables; the files that exist
