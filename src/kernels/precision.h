@@ -24,6 +24,12 @@ size_t ml_packed_bytes(const ml_packed *p);
 void ml_gemm_packed(int M, const float *A, int lda, const ml_packed *B, const float *bias,
                     float *C, int ldc, int accumulate);
 
+/* C[M,N] = quick_gelu(A[M,K] @ dequant(B) + bias): on AMX the activation
+ * runs in the GEMM's epilogue (C is written once); elsewhere it is a
+ * separate pass over C. */
+void ml_gemm_packed_gelu(int M, const float *A, int lda, const ml_packed *B, const float *bias,
+                         float *C, int ldc);
+
 const char *ml_precision_name(ml_precision p);
 int ml_precision_parse(const char *name); /* -1 if unknown */
 

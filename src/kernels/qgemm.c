@@ -16,6 +16,7 @@
 #include "core/mem.h"
 #include "core/threads.h"
 #include "kernels/gemm.h"
+#include "kernels/ops.h"
 #include "kernels/qgemm_internal.h"
 
 #define QG_MB 64                 /* rows per parallel task (multiple of QG_MPAD) */
@@ -367,7 +368,7 @@ typedef struct amx_job {
     const ml_packed *B;
     const float *A, *bias;
     float *C;
-    int M, lda, ldc, accumulate;
+    int M, lda, ldc, accumulate, gelu;
     int mblocks, mparts, nparts, pb;
 } amx_job;
 
@@ -431,7 +432,7 @@ static void run_amx(void *ctx, int begin, int end) {
         act.scale = B->prec == ML_PREC_INT8 ? (float *)(s + abytes + rowb) : NULL;
         act.zero = B->prec == ML_PREC_INT8 ? (int32_t *)(s + abytes + rowb + (size_t)act.Mp * 4) : NULL;
         pack_job pj = {B, aj->A + (size_t)r0 * aj->lda, aj->lda, &act, s + abytes};
-        qg_job j = {B, &act, aj->bias, aj->C + (size_t)r0 * aj->ldc, aj->ldc, aj->accumulate};
+        qg_job j = {B, &act, aj->bias, aj->C + (size_t)r0 * aj->ldc, aj->ldc, aj->accumulate, aj->gelu};
         qg_amx_task(&j, q0, q1, aj->pb, amx_pack, &pj);
     }
 }
@@ -440,8 +441,8 @@ static void run_amx(void *ctx, int begin, int end) {
  * when there are enough row blocks (each row range packs its rows once),
  * panels for short M (text tower). */
 static void gemm_amx(int M, const float *A, int lda, const ml_packed *B, const float *bias,
-                     float *C, int ldc, int accumulate) {
-    amx_job aj = {B, A, bias, C, M, lda, ldc, accumulate, 0, 1, 1, 2};
+                     float *C, int ldc, int accumulate, int gelu) {
+    amx_job aj = {B, A, bias, C, M, lda, ldc, accumulate, gelu, 0, 1, 1, 2};
     aj.mblocks = (M + QG_MPAD - 1) / QG_MPAD;
     int T = ml_num_threads();
     long long work = (long long)M * B->N * B->Kp;
@@ -470,7 +471,7 @@ void ml_gemm_packed(int M, const float *A, int lda, const ml_packed *B, const fl
     }
 #if defined(__x86_64__)
     if (B->kernel == QG_AMX) {
-        gemm_amx(M, A, lda, B, bias, C, ldc, accumulate);
+        gemm_amx(M, A, lda, B, bias, C, ldc, accumulate, 0);
         return;
     }
 #endif
@@ -484,12 +485,27 @@ void ml_gemm_packed(int M, const float *A, int lda, const ml_packed *B, const fl
     }
     pack_job pj = {B, A, lda, &act, NULL};
     ml_parallel_for((M + 15) / 16, 2, pack_rows, &pj);
-    task_job tj = {{B, &act, bias, C, ldc, accumulate}, kernel_fn(B), 0, 0};
+    task_job tj = {{B, &act, bias, C, ldc, accumulate, 0}, kernel_fn(B), 0, 0};
     tj.n_mblocks = (act.Mp + QG_MB - 1) / QG_MB;
     tj.pb = panel_block(B, tj.n_mblocks);
     int n_pblocks = (B->panels + tj.pb - 1) / tj.pb;
     ml_parallel_for(tj.n_mblocks * n_pblocks, 1, run_tasks, &tj);
     free_act(&act);
+}
+
+void ml_gemm_packed_gelu(int M, const float *A, int lda, const ml_packed *B, const float *bias,
+                         float *C, int ldc) {
+    if (M <= 0 || !B) return;
+#if defined(__x86_64__)
+    if (B->kernel == QG_AMX && B->prec != ML_PREC_FP32) {
+        gemm_amx(M, A, lda, B, bias, C, ldc, 0, 1);
+        return;
+    }
+#endif
+    ml_gemm_packed(M, A, lda, B, bias, C, ldc, 0);
+    if (ldc == B->N) ml_quick_gelu(C, (long)M * B->N);
+    else
+        for (int i = 0; i < M; i++) ml_quick_gelu(C + (size_t)i * ldc, B->N);
 }
 
 /* ---- names ---- */

@@ -108,6 +108,7 @@ static inline __attribute__((always_inline)) void epi_rows(const qg_job *j, qg_e
         }
         float *c = j->C + (size_t)row * j->ldc + (e->p + h) * QG_NR;
         if (j->bias) v = _mm512_add_ps(v, e->bias[h]);
+        if (j->gelu) v = qg_quick_gelu(v);
         if (j->accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(e->m[h], c));
         _mm512_mask_storeu_ps(c, e->m[h], v);
     }

@@ -62,6 +62,7 @@ typedef struct qg_job {
     const float *bias;
     float *C;
     int ldc, accumulate;
+    int gelu; /* AMX only: quick_gelu after the bias (with accumulate = 0) */
 } qg_job;
 
 /* Panel p's packed data (bf16 or int8), 64 bytes per k group. */

@@ -90,8 +90,7 @@ static void clip_block(const ml_clip_block *b, ml_precision prec, int nseq, int 
     ml_parallel_for(parts, 1, attn_tasks, &j);
     ml_linear_forward(&b->o, rows, s->att, x, 1);
     ml_layernorm(rows, width, x, b->ln_2.scale, b->ln_2.bias, 1e-5f, 0, s->h);
-    ml_linear_forward(&b->fc, rows, s->h, s->ff, 0);
-    ml_quick_gelu(s->ff, (long)rows * b->fc.out);
+    ml_linear_forward_gelu(&b->fc, rows, s->h, s->ff);
     ml_linear_forward(&b->proj, rows, s->ff, x, 1);
 }
 

@@ -85,6 +85,7 @@ void ml_model_unpack(ml_model *m);
 
 /* y = x @ l.w + l.b (+ y if accumulate), at the layer's precision. */
 void ml_linear_forward(const ml_linear *l, int rows, const float *x, float *y, int accumulate);
+void ml_linear_forward_gelu(const ml_linear *l, int rows, const float *x, float *y);
 
 /* Builds the network views from a loaded tensor set (which the model takes
  * over) and derives every size from the tensor shapes. */

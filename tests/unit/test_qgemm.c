@@ -14,6 +14,8 @@
 
 #include "check.h"
 #include "magiclens.h"
+#include "kernels/cpu.h"
+#include "kernels/ops.h"
 #include "kernels/precision.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
@@ -234,8 +236,44 @@ static void test_api(void) {
     CHECK(strcmp(ml_precision_name(ML_PREC_INT8), "int8") == 0);
 }
 
+/* ml_gemm_packed_gelu == quick_gelu(ml_gemm_packed(...)) on every path (on
+ * AMX the activation runs in the GEMM epilogue; strided ldc). */
+static void test_gelu(void) {
+    int M = 77, N = 40, K = 70, ldc = 45;
+    float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N);
+    float *bias = malloc(sizeof(float) * N), *C1 = malloc(sizeof(float) * M * ldc);
+    float *C2 = malloc(sizeof(float) * M * ldc);
+    ml_isa saved = ml_isa_active();
+    for (int i = 0; i < M * K; i++) A[i] = 3.0f * frand();
+    for (int i = 0; i < K * N; i++) B[i] = frand();
+    for (int i = 0; i < N; i++) bias[i] = frand();
+    for (int isa = ML_ISA_SCALAR; isa <= ML_ISA_AMX; isa++) {
+        if (!ml_isa_supported((ml_isa)isa) || ml_isa_set((ml_isa)isa, NULL) != 0) continue;
+        for (int prec = ML_PREC_BF16; prec <= ML_PREC_INT8; prec++) {
+            ml_packed *p = ml_pack_weights(B, K, N, (ml_precision)prec, (ml_isa)isa, NULL);
+            CHECK(p != NULL);
+            if (!p) continue;
+            for (int i = 0; i < M * ldc; i++) C1[i] = C2[i] = 7.0f;
+            ml_gemm_packed(M, A, K, p, bias, C1, ldc, 0);
+            for (int i = 0; i < M; i++) ml_quick_gelu(C1 + (size_t)i * ldc, N);
+            ml_gemm_packed_gelu(M, A, K, p, bias, C2, ldc);
+            double worst = 0.0;
+            for (int i = 0; i < M * ldc; i++) {
+                double d = fabs((double)C1[i] - C2[i]) / (1.0 + fabs((double)C1[i]));
+                if (d > worst) worst = d;
+            }
+            CHECK_MSG(worst <= 1e-6, "gelu %s/%s: worst rel diff %.3g", ml_isa_name((ml_isa)isa),
+                      ml_precision_name((ml_precision)prec), worst);
+            ml_packed_free(p);
+        }
+    }
+    ml_isa_set(saved, NULL);
+    free(A), free(B), free(bias), free(C1), free(C2);
+}
+
 int main(void) {
     test_api();
+    test_gelu();
     test_sizes();
     return check_done("test_qgemm");
 }
