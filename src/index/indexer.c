@@ -291,6 +291,8 @@ int ml_index_run(ml_model *m, const char *dir, const ml_index_opts *o, ml_index_
                  ml_error *err) {
     double t0 = ml_now();
     memset(st, 0, sizeof *st);
+    /* process_batch keeps per-batch arrays on the stack. */
+    if (o->batch < 1 || o->batch > 256) return ml_fail(err, "batch %d: use 1 to 256", o->batch);
     /* Removing needs no model: the index must exist then. */
     ml_store_meta meta_buf, *meta = m ? &meta_buf : NULL;
     if (m) make_meta(m, o, meta);
