@@ -13,8 +13,8 @@ ALLFLAGS = -std=c11 $(WARN) $(CFLAGS) $(SAN) -pthread -fPIC
 # MPI (OpenMPI) is optional at build time: without it `mpirun -n K` support
 # is compiled out and every command runs as one process.
 MPI_PKG := $(shell pkg-config --exists ompi-c 2>/dev/null && echo ompi-c)
-PKGS     = libpng libwebp libutf8proc zlib jansson libxxhash libarchive libmicrohttpd $(MPI_PKG)
-LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lpng16 -lwebp -lutf8proc -lz -ljansson -lxxhash -larchive -lmicrohttpd) -ljpeg -lgif -lm
+PKGS     = libpng libwebp libutf8proc zlib jansson libxxhash libarchive libmicrohttpd libcurl libxml-2.0 libbrotlidec msgpack $(MPI_PKG)
+LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lpng16 -lwebp -lutf8proc -lz -ljansson -lxxhash -larchive -lmicrohttpd -lcurl -lxml2 -lbrotlidec -lmsgpackc) -ljpeg -lgif -lm
 PKGCFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(if $(MPI_PKG),-DML_HAVE_MPI)
 
 LIB_SRC  = $(sort $(shell find src -name '*.c'))

@@ -6,7 +6,8 @@ set -euo pipefail
 # Build and runtime libraries.
 BUILD_PKGS="build-essential clang pkg-config libjpeg62-turbo-dev libpng-dev libwebp-dev
  libgif-dev libutf8proc-dev zlib1g-dev libjansson-dev libxxhash-dev libarchive-dev
- libopenmpi-dev openmpi-bin libmicrohttpd-dev"
+ libopenmpi-dev openmpi-bin libmicrohttpd-dev libcurl4-openssl-dev libxml2-dev libbrotli-dev
+ libmsgpack-dev"
 # Test tools: the PyTorch reference and the fixture generators.
 TEST_PKGS="python3 python3-numpy python3-torch python3-msgpack python3-pil python3-regex valgrind
  chromium nodejs"

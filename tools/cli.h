@@ -14,5 +14,7 @@ int cmd_search(int argc, char **argv);
 int cmd_export_index(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_mine(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 
 #endif

@@ -639,13 +639,16 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "export")) return cmd_export_index(argc, argv);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
     if (!strcmp(cmd, "serve")) return cmd_serve(argc, argv);
-    if (!strcmp(cmd, "index") || !strcmp(cmd, "search")) {
+    if (!strcmp(cmd, "mine")) return cmd_mine(argc, argv);
+    if (!strcmp(cmd, "index") || !strcmp(cmd, "search") || !strcmp(cmd, "train")) {
         if (ml_dist_init(&argc, &argv) != 0) {
             fprintf(stderr, "magiclens: started by mpirun, but MPI is not available (built "
                             "without OpenMPI?)\n");
             return 1;
         }
-        int rc = !strcmp(cmd, "index") ? cmd_index(argc, argv) : cmd_search(argc, argv);
+        int rc = !strcmp(cmd, "index")    ? cmd_index(argc, argv)
+                 : !strcmp(cmd, "search") ? cmd_search(argc, argv)
+                                          : cmd_train(argc, argv);
         /* One rank failing alone must not leave the others waiting. */
         if (ml_dist_size() > 1 && !ml_dist_all_true(rc == 0) && rc == 0) rc = 1;
         ml_dist_finalize();
