@@ -125,3 +125,44 @@ int ml_dist_gather(const void *buf, size_t len, uint8_t **all, size_t *lens, ml_
     *all = out;
     return 0;
 }
+
+/* Allreduce in pieces: MPI counts are ints, a model's gradient may not be. */
+void ml_dist_sum_f32(float *buf, size_t n) {
+#ifdef ML_HAVE_MPI
+    if (g_active) {
+        const size_t piece = (size_t)1 << 28;
+        for (size_t o = 0; o < n; o += piece) {
+            int c = (int)(n - o < piece ? n - o : piece);
+            MPI_Allreduce(MPI_IN_PLACE, buf + o, c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        }
+    }
+#else
+    (void)buf, (void)n;
+#endif
+}
+
+int ml_dist_allgather_f32(const float *local, int n, float *all, int *counts, ml_error *err) {
+#ifdef ML_HAVE_MPI
+    if (g_active) {
+        MPI_Allgather(&n, 1, MPI_INT, counts, 1, MPI_INT, MPI_COMM_WORLD);
+        int *displs = calloc((size_t)g_size, sizeof *displs);
+        if (!displs) return ml_fail(err, "out of memory");
+        long long total = 0;
+        for (int r = 0; r < g_size; r++) {
+            displs[r] = (int)total;
+            total += counts[r];
+        }
+        if (total > 0x7fffffffLL) {
+            free(displs);
+            return ml_fail(err, "allgather: %lld values is too much", total);
+        }
+        MPI_Allgatherv(local, n, MPI_FLOAT, all, counts, displs, MPI_FLOAT, MPI_COMM_WORLD);
+        free(displs);
+        return 0;
+    }
+#endif
+    (void)err;
+    counts[0] = n;
+    if (n > 0 && all != local) memmove(all, local, (size_t)n * sizeof(float));
+    return 0;
+}

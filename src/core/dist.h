@@ -31,4 +31,9 @@ uint64_t ml_dist_max_u64(uint64_t v);
  * Other ranks get *all = NULL.  Returns 0 or -1. */
 int ml_dist_gather(const void *buf, size_t len, uint8_t **all, size_t *lens, ml_error *err);
 
+/* Element-wise sum over all ranks, in place (any length). */
+void ml_dist_sum_f32(float *buf, size_t n);
+/* Every rank's n values concatenated in rank order into `all` on every rank;
+ * counts[r] = rank r's n (counts has ml_dist_size() entries). */
+int ml_dist_allgather_f32(const float *local, int n, float *all, int *counts, ml_error *err);
 #endif
