@@ -27,26 +27,25 @@
 #include "magiclens.h"
 
 typedef struct ml_triplet {
-  uint32_t query, target; /* indices into images */
-  uint32_t instruction;   /* index into texts */
+    uint32_t query, target; /* indices into images */
+    uint32_t instruction;   /* index into texts */
 } ml_triplet;
 
 typedef struct ml_tdata {
-  ml_triplet *items;
-  size_t n, cap;
-  char **images; /* unique image keys (path or tar::member) */
-  size_t n_images, cap_images;
-  char **texts; /* unique instructions; texts[0] is "" */
-  size_t n_texts, cap_texts;
-  void *index;    /* name -> id tables used while loading */
-  size_t skipped; /* malformed lines / samples */
+    ml_triplet *items;
+    size_t n, cap;
+    char **images; /* unique image keys (path or tar::member) */
+    size_t n_images, cap_images;
+    char **texts; /* unique instructions; texts[0] is "" */
+    size_t n_texts, cap_texts;
+    void *index;    /* name -> id tables used while loading */
+    size_t skipped; /* malformed lines / samples */
 } ml_tdata;
 
 /* Loads `path` (JSONL, .tar or folder of .tar).  Malformed entries are
  * reported through warn (may be NULL) and counted in skipped. */
 typedef void (*ml_tdata_warn_fn)(void *ctx, const char *msg);
-int ml_tdata_load(ml_tdata *d, const char *path, ml_tdata_warn_fn warn,
-                  void *wctx, ml_error *err);
+int ml_tdata_load(ml_tdata *d, const char *path, ml_tdata_warn_fn warn, void *wctx, ml_error *err);
 void ml_tdata_free(ml_tdata *d);
 
 /* The order of epoch `epoch`: perm[i] = index of the i-th triplet
@@ -56,8 +55,7 @@ void ml_tdata_order(size_t n, uint64_t seed, int64_t epoch, uint32_t *perm);
 /* Reads and preprocesses images by id on `workers` threads.  pixels[i]
  * receives size*size*3 floats (caller-allocated) or, on failure, ok[i] = 0
  * and msgs[i] (may be NULL) a malloc'ed reason. */
-int ml_tdata_load_images(const ml_tdata *d, int n, const uint32_t *ids,
-                         int size, int workers, float *const *pixels, int *ok,
-                         char **msgs);
+int ml_tdata_load_images(const ml_tdata *d, int n, const uint32_t *ids, int size, int workers,
+                         float *const *pixels, int *ok, char **msgs);
 
 #endif

@@ -10,21 +10,21 @@
 #include "magiclens.h"
 
 typedef struct ml_train_opts {
-  const char *init;        /* .pkl, .mlens or HF CLIP model.safetensors */
-  const char *init_fusion; /* NULL or "random" */
-  const char *data, *output, *vocab;
-  const char *eval_data; /* held-out triplets, or NULL */
-  uint64_t seed;
-  int64_t steps, warmup;
-  int batch, accum; /* global batch per micro-step; micro-steps per update */
-  double lr, min_lr_ratio, weight_decay, beta1, beta2, eps, clip_norm;
-  int train_towers;   /* 0: --train fusion, 1: --train all */
-  double temperature; /* > 0: fixed; else learned (clip/logit_scale) */
-  int bf16, workers, resume, quiet, cache_towers;
-  int64_t save_every, eval_every, log_every;
-  int keep;           /* step checkpoints kept (<= 0: all) */
-  int64_t stop_after; /* > 0: stop (as if interrupted) after this many steps
-                         (tests) */
+    const char *init;        /* .pkl, .mlens or HF CLIP model.safetensors */
+    const char *init_fusion; /* NULL or "random" */
+    const char *data, *output, *vocab;
+    const char *eval_data; /* held-out triplets, or NULL */
+    uint64_t seed;
+    int64_t steps, warmup;
+    int batch, accum; /* global batch per micro-step; micro-steps per update */
+    double lr, min_lr_ratio, weight_decay, beta1, beta2, eps, clip_norm;
+    int train_towers;   /* 0: --train fusion, 1: --train all */
+    double temperature; /* > 0: fixed; else learned (clip/logit_scale) */
+    int bf16, workers, resume, quiet, cache_towers;
+    int64_t save_every, eval_every, log_every;
+    int keep;           /* step checkpoints kept (<= 0: all) */
+    int64_t stop_after; /* > 0: stop (as if interrupted) after this many steps
+                           (tests) */
 } ml_train_opts;
 
 /* Defaults for everything but init, data and output. */
