@@ -8,7 +8,8 @@ export BUILD="${BUILD:-build}"
 export ML_ROOT="$PWD"
 export ML_SHARED="${ML_SHARED:-$PWD/../shared}"
 export MAGICLENS_VOCAB="${MAGICLENS_VOCAB:-$ML_SHARED/assets/bpe_simple_vocab_16e6.txt.gz}"
-export ML_TMP="${ML_TMP:-$PWD/$BUILD/test-tmp}"
+case "$BUILD" in /*) tmp_default="$BUILD/test-tmp" ;; *) tmp_default="$PWD/$BUILD/test-tmp" ;; esac
+export ML_TMP="${ML_TMP:-$tmp_default}"
 mkdir -p "$ML_TMP"
 pass=0; fail=0; failed=""
 run_one() {

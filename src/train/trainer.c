@@ -776,20 +776,25 @@ static void teardown(trainer *T) {
     free(T->img_cache), free(T->txt_cache), free(T->img_state), free(T->txt_state);
 }
 
+/* Rank 0 evaluates; the others wait for its verdict. */
+static int eval_and_log(trainer *T, ml_error *err) {
+    double rec[3];
+    int rc = T->rank == 0 ? evaluate(T, rec, err) : 0;
+    if (rc == 0 && T->rank == 0) log_eval(T, rec);
+    return ml_dist_all_true(rc == 0) ? 0 : -1;
+}
+
 static int run_loop(trainer *T, ml_error *err) {
     const ml_train_opts *o = T->o;
     int64_t first = T->pos.step;
+    if (o->eval_data && first == 0 && eval_and_log(T, err) != 0) return -1; /* the baseline */
     while (T->pos.step < o->steps) {
         step_stats ss;
         double lr = 0, gnorm = 0, t0 = now_s();
         if (train_step(T, &ss, &lr, &gnorm, err) != 0) return -1;
         if (T->rank == 0) log_step(T, &ss, lr, gnorm, now_s() - t0);
-        if (o->eval_data && o->eval_every > 0 && T->pos.step % o->eval_every == 0) {
-            double rec[3];
-            int rc = T->rank == 0 ? evaluate(T, rec, err) : 0;
-            if (rc == 0 && T->rank == 0) log_eval(T, rec);
-            if (!ml_dist_all_true(rc == 0)) return -1;
-        }
+        if (o->eval_data && o->eval_every > 0 && T->pos.step % o->eval_every == 0)
+            if (eval_and_log(T, err) != 0) return -1;
         int stop = (int)ml_dist_max_u64(
             g_stop_requested || (o->stop_after > 0 && T->pos.step - first >= o->stop_after));
         if (stop || (o->save_every > 0 && T->pos.step % o->save_every == 0))
