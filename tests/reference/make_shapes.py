@@ -92,7 +92,8 @@ def write_split(rng, out, name, n, size):
         tp = "img/%s_%04d_t.png" % (name, i)
         draw(rng, size, **q).save(os.path.join(out, qp))
         draw(rng, size, **t).save(os.path.join(out, tp))
-        lines.append(json.dumps({"query_image": qp, "instruction": text, "target_image": tp}))
+        lines.append(json.dumps({"query_image": qp, "instruction": text, "target_image": tp,
+                                 "target_attrs": t}))
     with open(os.path.join(out, name + ".jsonl"), "w") as f:
         f.write("\n".join(lines) + "\n")
 
