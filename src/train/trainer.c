@@ -547,8 +547,9 @@ static int train_step(trainer *T, step_stats *ss, double *lr, double *gnorm, ml_
         for (int r = 0; r < T->n_ranges; r++)
             ml_dist_sum_f32(T->tm.g + T->ranges[r].offset, T->ranges[r].count);
     *gnorm = ml_grad_norm(T->tm.g, T->ranges, T->n_ranges);
-    if (T->o->clip_norm > 0 && *gnorm > T->o->clip_norm)
-        ml_grad_scale(T->tm.g, T->ranges, T->n_ranges, (float)(T->o->clip_norm / *gnorm));
+    /* torch.nn.utils.clip_grad_norm_'s rule, so runs compare with PyTorch's. */
+    double coef = T->o->clip_norm / (*gnorm + 1e-6);
+    if (T->o->clip_norm > 0 && coef < 1.0) ml_grad_scale(T->tm.g, T->ranges, T->n_ranges, (float)coef);
     int64_t warmup = T->o->warmup >= 0 ? T->o->warmup : T->o->steps / 20;
     *lr = ml_lr_at(T->o->lr, warmup, T->o->steps, T->o->min_lr_ratio, T->pos.step);
     if (ss->micro > 0) ml_adamw_step(&T->opt, T->tm.w, T->tm.g, T->ranges, T->n_ranges, *lr);
