@@ -15,7 +15,7 @@ set -euo pipefail
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 MAGICLENS_THREADS=1
 export OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none
 PY=/usr/bin/python3
-ML="$PWD/$BUILD/magiclens"
+case "$BUILD" in /*) ML="$BUILD/magiclens" ;; *) ML="$PWD/$BUILD/magiclens" ;; esac
 T="$ML_TMP/train_resume"
 rm -rf "$T"; mkdir -p "$T"
 $PY tests/reference/make_checkpoint.py --size tiny64 --seed 21 --out "$T/m.pkl" > /dev/null

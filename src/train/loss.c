@@ -21,8 +21,8 @@ static const float *cand(int N, int E, const float *t, const float *qn, int j) {
 }
 
 double ml_contrastive_loss(int N, int E, const float *q, const float *t, const float *qn,
-                           float log_scale, float *dq, float *dt, float *dqn,
-                           float *d_log_scale, double *acc) {
+                           float log_scale, float *dq, float *dt, float *dqn, float *d_log_scale,
+                           double *acc) {
     int C = qn ? 2 * N : N;
     double *G = malloc(sizeof(double) * (size_t)N * (C > 0 ? C : 1));
     if (!G || N <= 0) {
@@ -70,7 +70,8 @@ double ml_contrastive_loss(int N, int E, const float *q, const float *t, const f
         for (int j = 0; j < N; j++)
             for (int e = 0; e < E; e++) {
                 double a = 0;
-                for (int i = 0; i < N; i++) a += G[(size_t)i * C + side * N + j] * q[(size_t)i * E + e];
+                for (int i = 0; i < N; i++)
+                    a += G[(size_t)i * C + side * N + j] * q[(size_t)i * E + e];
                 d[(size_t)j * E + e] = (float)(s * a);
             }
     }

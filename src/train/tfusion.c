@@ -22,7 +22,8 @@ void tl_fusion_layout(tl_fusion_state *st, const struct ml_tnet *net, int n, tl_
     size_t rows = (size_t)st->rows, D = (size_t)net->embed;
     size_t J = (size_t)net->fusion[0].q.out, F = (size_t)net->fusion[0].ff1.out;
     size_t Jp = (size_t)p->q.out, Jm = zmax(J, Jp);
-    st->acts = (tl_flayer_act *)tl_take(a, net->n_fusion * sizeof(tl_flayer_act) / sizeof(float) + 1);
+    st->acts =
+        (tl_flayer_act *)tl_take(a, net->n_fusion * sizeof(tl_flayer_act) / sizeof(float) + 1);
     for (int l = 0; l < net->n_fusion; l++) {
         tl_flayer_act b;
         b.m1 = tl_take(a, rows), b.r1 = tl_take(a, rows);
@@ -61,17 +62,24 @@ static float *x_of(const tl_fusion_state *st, int l) {
 
 static tl_attn layer_attn(const tl_fusion_state *st, const tl_flayer_act *b) {
     int J = st->net->fusion[0].q.out, hd = J / st->net->fusion_heads;
-    tl_attn a = {st->n, st->net->fusion_heads, hd, 2, 2, NULL, NULL, 0, 0,
-                 1.0f / sqrtf((float)hd), LOGIT_CAP, NULL, NULL, b->q, b->k, b->v, J, J,
-                 b->att, J};
+    tl_attn a = {st->n,     st->net->fusion_heads,
+                 hd,        2,
+                 2,         NULL,
+                 NULL,      0,
+                 0,         1.0f / sqrtf((float)hd),
+                 LOGIT_CAP, NULL,
+                 NULL,      b->q,
+                 b->k,      b->v,
+                 J,         J,
+                 b->att,    J};
     return a;
 }
 
 static tl_attn pool_attn(const tl_fusion_state *st) {
     const tl_pool *p = &st->net->pool;
     int Jp = p->q.out;
-    tl_attn a = {st->n, p->heads, p->hd, 1, 2, NULL, NULL, 1, 0, 1.0f, LOGIT_CAP, st->qscale,
-                 NULL, st->pq, st->pk, st->pv, Jp, Jp, st->patt, Jp};
+    tl_attn a = {st->n,     p->heads,   p->hd, 1,      2,      NULL,   NULL, 1,  0,        1.0f,
+                 LOGIT_CAP, st->qscale, NULL,  st->pq, st->pk, st->pv, Jp,   Jp, st->patt, Jp};
     return a;
 }
 

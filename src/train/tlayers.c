@@ -8,7 +8,9 @@
 #include <string.h>
 
 #include "core/threads.h"
+#include "kernels/cpu.h"
 #include "kernels/gemm.h"
+#include "kernels/precision.h"
 
 /* Work below this many floats is not worth waking the thread pool for. */
 #define PAR_MIN 32768
@@ -77,6 +79,28 @@ void tl_colsum_add(int R, int C, const float *x, float *out) {
 
 /* ---- linear ------------------------------------------------------------- */
 
+int tl_bf16_native(void) {
+    ml_isa isa = ml_isa_active();
+    return isa == ML_ISA_AMX || (isa == ML_ISA_AVX512 && ml_cpu_has_avx512_bf16());
+}
+
+/* C[M,N] (+)= A @ B (+ bias) with B [K, N] contiguous, in bf16 when the
+ * layer asks for it and the CPU has it.  B is packed per call: the weights
+ * change every step, and packing reads B once next to M times in the
+ * product. */
+static void gemm_w(const tl_lin *l, int M, int N, int K, const float *A, int lda, const float *B,
+                   const float *bias, float *C, int ldc, int acc) {
+    if (l->bf16 && tl_bf16_native()) {
+        ml_packed *p = ml_pack_weights(B, K, N, ML_PREC_BF16, ml_isa_active(), NULL);
+        if (p) {
+            ml_gemm_packed(M, A, lda, p, bias, C, ldc, acc);
+            ml_packed_free(p);
+            return;
+        }
+    }
+    ml_gemm(M, N, K, A, lda, B, N, bias, C, ldc, acc);
+}
+
 void tl_linear_fwd(const tl_lin *l, int M, const float *x, float *y, int acc, float *ws) {
     if (M <= 0) return;
     const float *w = l->w;
@@ -84,7 +108,7 @@ void tl_linear_fwd(const tl_lin *l, int M, const float *x, float *y, int acc, fl
         tl_transpose(l->out, l->in, l->w, l->in, ws, l->out);
         w = ws;
     }
-    ml_gemm(M, l->out, l->in, x, l->in, w, l->out, l->b, y, l->out, acc);
+    gemm_w(l, M, l->out, l->in, x, l->in, w, l->b, y, l->out, acc);
 }
 
 void tl_linear_bwd_w(const tl_lin *l, int M, const float *x, const float *xt, const float *dy,
@@ -106,10 +130,10 @@ void tl_linear_bwd_w(const tl_lin *l, int M, const float *x, const float *xt, co
 void tl_linear_bwd_x(const tl_lin *l, int M, const float *dy, float *dx, int acc, float *ws) {
     if (M <= 0) return;
     if (l->wt) { /* W is [out, in]: dx = dy @ W */
-        ml_gemm(M, l->in, l->out, dy, l->out, l->w, l->in, NULL, dx, l->in, acc);
+        gemm_w(l, M, l->in, l->out, dy, l->out, l->w, NULL, dx, l->in, acc);
     } else {
         tl_transpose(l->in, l->out, l->w, l->out, ws, l->in);
-        ml_gemm(M, l->in, l->out, dy, l->out, ws, l->in, NULL, dx, l->in, acc);
+        gemm_w(l, M, l->in, l->out, dy, l->out, ws, NULL, dx, l->in, acc);
     }
 }
 

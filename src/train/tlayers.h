@@ -14,12 +14,18 @@
 
 /* A linear layer y = x @ W + b over views into the model's w / g arrays.
  * W is [in, out], or [out, in] when wt = 1 (the fusion layers' `post`
- * weight, stored [D, heads, head_dim]). */
+ * weight, stored [D, heads, head_dim]).  bf16 = 1: the products with W
+ * (forward and input gradient) take bf16-rounded operands with float32
+ * accumulation, on CPUs with native bf16 (AMX or AVX-512 BF16); elsewhere,
+ * and for the weight gradients, float32. */
 typedef struct tl_lin {
     float *w, *gw; /* weight and its gradient */
     float *b, *gb; /* bias and gradient, or NULL */
-    int in, out, wt;
+    int in, out, wt, bf16;
 } tl_lin;
+
+/* 1 when this CPU runs bf16 products natively (what bf16 = 1 needs). */
+int tl_bf16_native(void);
 
 typedef struct tl_norm {
     float *s, *gs, *b, *gb; /* scale, bias and their gradients */

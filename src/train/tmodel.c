@@ -58,7 +58,8 @@ static int collect_params(ml_tmodel *tm, const ml_tensor_set *ts, ml_error *err)
     for (size_t i = 0; i < ts->count; i++) {
         const ml_tensor *t = &ts->items[i];
         if (!group_of(t->name) || t->dtype == ML_U8) continue;
-        if (ml_tensor_numel(t) < 0 || (uint64_t)ml_tensor_numel(t) * ml_dtype_size(t->dtype) != t->nbytes)
+        if (ml_tensor_numel(t) < 0 ||
+            (uint64_t)ml_tensor_numel(t) * ml_dtype_size(t->dtype) != t->nbytes)
             return ml_fail(err, "tensor '%s': %zu bytes do not match its shape", t->name,
                            t->nbytes);
         names += strlen(t->name) + 1;
@@ -111,8 +112,10 @@ static int fill_weights(ml_tmodel *tm, const ml_tensor_set *ts, ml_error *err) {
         const ml_tparam *p = &tm->params[i];
         const ml_tensor *t = ml_tensor_set_find(ts, p->name);
         float *w = tm->w + p->offset;
-        if (!t) w[0] = (float)log(1 / 0.07);
-        else if (t->dtype == ML_F32) memcpy(w, t->data, p->count * sizeof(float));
+        if (!t)
+            w[0] = (float)log(1 / 0.07);
+        else if (t->dtype == ML_F32)
+            memcpy(w, t->data, p->count * sizeof(float));
         else
             for (size_t j = 0; j < p->count; j++) w[j] = ml_tensor_get_f32(t, (int64_t)j);
     }
@@ -239,7 +242,7 @@ static void bind_blocks(binder *b, tl_tower *tw, const char *name) {
             get(b, 3, eo, NULL, "clip/%s/transformer/resblocks_%d/attn/out/kernel", name, i);
         const ml_tparam *ob =
             get(b, 1, eb, NULL, "clip/%s/transformer/resblocks_%d/attn/out/bias", name, i);
-        k->o = (tl_lin){wv(b, ow), gv(b, ow), wv(b, ob), gv(b, ob), W, W, 0};
+        k->o = (tl_lin){wv(b, ow), gv(b, ow), wv(b, ob), gv(b, ob), W, W, 0, 0};
         snprintf(p, sizeof p, "clip/%s/transformer/resblocks_%d/ln_1", name, i);
         bind_norm(b, &k->ln1, W, p);
         snprintf(p, sizeof p, "clip/%s/transformer/resblocks_%d/ln_2", name, i);
@@ -264,12 +267,12 @@ static void bind_vision(binder *b, tl_tower *v) {
     if (b->failed) return;
     if (s[0] != s[1]) {
         b->failed = 1;
-        ml_fail(b->err, "clip/visual/conv1/kernel: patch %lldx%lld is not square",
-                (long long)s[0], (long long)s[1]);
+        ml_fail(b->err, "clip/visual/conv1/kernel: patch %lldx%lld is not square", (long long)s[0],
+                (long long)s[1]);
         return;
     }
     v->patch = (int)s[0];
-    v->patch_embed = (tl_lin){wv(b, k), gv(b, k), NULL, NULL, v->patch * v->patch * 3, v->width, 0};
+    v->patch_embed = (tl_lin){wv(b, k), gv(b, k), NULL, NULL, v->patch * v->patch * 3, v->width, 0, 0};
     int64_t ep[2] = {-1, v->width};
     const ml_tparam *pos = get(b, 2, ep, s, "clip/visual/positional_embedding");
     if (b->failed) return;
@@ -320,7 +323,7 @@ static void bind_attention(binder *b, int D, int *heads, int *hd, tl_lin *q, tl_
     int64_t e[3] = {D, *heads, *hd}, eb[1] = {D};
     const ml_tparam *w = get(b, 3, e, NULL, "%s/post/w", pfx);
     const ml_tparam *bi = get(b, 1, eb, NULL, "%s/post/b", pfx);
-    *post = (tl_lin){wv(b, w), gv(b, w), wv(b, bi), gv(b, bi), *heads * *hd, D, 1};
+    *post = (tl_lin){wv(b, w), gv(b, w), wv(b, bi), gv(b, bi), *heads * *hd, D, 1, 0};
 }
 
 static void bind_fusion(binder *b, ml_tnet *net) {
@@ -439,6 +442,27 @@ int ml_tmodel_to_tensors(const ml_tmodel *tm, ml_tensor_set *out, ml_error *err)
 
 /* ---- forward / backward ------------------------------------------------- */
 
+static void tower_set_bf16(tl_tower *t, int on) {
+    t->patch_embed.bf16 = t->proj.bf16 = on;
+    for (int i = 0; i < t->layers; i++) {
+        tl_block *b = &t->blocks[i];
+        b->q.bf16 = b->k.bf16 = b->v.bf16 = b->o.bf16 = b->fc.bf16 = b->proj.bf16 = on;
+    }
+}
+
+/* tm->bf16 may change between passes: copy it into every linear layer. */
+static void net_set_bf16(ml_tnet *net, int on) {
+    on = on != 0;
+    tower_set_bf16(&net->vis, on);
+    tower_set_bf16(&net->txt, on);
+    for (int i = 0; i < net->n_fusion; i++) {
+        tl_flayer *f = &net->fusion[i];
+        f->q.bf16 = f->k.bf16 = f->v.bf16 = f->post.bf16 = f->ff1.bf16 = f->ff2.bf16 = on;
+    }
+    tl_pool *p = &net->pool;
+    p->q.bf16 = p->k.bf16 = p->v.bf16 = p->post.bf16 = on;
+}
+
 struct ml_tstate {
     ml_tnet *net;
     void *mem; /* one block for everything below */
@@ -522,8 +546,10 @@ static int check_batch(const ml_tmodel *tm, const ml_tbatch *b, ml_error *err) {
             for (int t = 0; t < C; t++) {
                 int32_t id = b->ids[(size_t)i * C + t];
                 if (id < 0 || id >= tm->cfg.vocab_size)
-                    return ml_fail(err, "text %d: token id %d at position %d is outside the "
-                                        "vocabulary of %d", i, id, t, tm->cfg.vocab_size);
+                    return ml_fail(err,
+                                   "text %d: token id %d at position %d is outside the "
+                                   "vocabulary of %d",
+                                   i, id, t, tm->cfg.vocab_size);
             }
     }
     return 0;
@@ -532,6 +558,7 @@ static int check_batch(const ml_tmodel *tm, const ml_tbatch *b, ml_error *err) {
 ml_tstate *ml_tmodel_forward(ml_tmodel *tm, const ml_tbatch *b, int train_towers, float *emb,
                              ml_error *err) {
     if (check_batch(tm, b, err) != 0) return NULL;
+    net_set_bf16(tm->net, tm->bf16);
     ml_tstate *st = ml_calloc(1, sizeof *st, err);
     if (!st) return NULL;
     st->net = tm->net;
@@ -551,10 +578,14 @@ ml_tstate *ml_tmodel_forward(ml_tmodel *tm, const ml_tbatch *b, int train_towers
     memcpy(st->out_txt, b->out_txt, sizeof(int) * b->n_out);
     size_t E = (size_t)tm->net->embed;
     int rc = 0;
-    if (st->use_vis) rc = tl_tower_forward(&st->vis, b->pixels, st->img, err);
-    else memcpy(st->img, b->img_emb, sizeof(float) * b->n_img * E);
-    if (rc == 0 && st->use_txt) rc = tl_tower_forward(&st->tst, NULL, st->txt, err);
-    else if (rc == 0) memcpy(st->txt, b->txt_emb, sizeof(float) * b->n_txt * E);
+    if (st->use_vis)
+        rc = tl_tower_forward(&st->vis, b->pixels, st->img, err);
+    else
+        memcpy(st->img, b->img_emb, sizeof(float) * b->n_img * E);
+    if (rc == 0 && st->use_txt)
+        rc = tl_tower_forward(&st->tst, NULL, st->txt, err);
+    else if (rc == 0)
+        memcpy(st->txt, b->txt_emb, sizeof(float) * b->n_txt * E);
     if (rc == 0)
         rc = tl_fusion_forward(&st->fus, st->img, st->out_img, st->txt, st->out_txt, emb, st->ws,
                                err);
@@ -568,6 +599,7 @@ ml_tstate *ml_tmodel_forward(ml_tmodel *tm, const ml_tbatch *b, int train_towers
 int ml_tmodel_backward(ml_tmodel *tm, ml_tstate *st, const float *d_emb, ml_error *err) {
     size_t E = (size_t)tm->net->embed;
     if (st->net != tm->net) return ml_fail(err, "backward with a state of another model");
+    net_set_bf16(tm->net, tm->bf16);
     if (tl_fusion_backward(&st->fus, d_emb, st->dx0, st->ws, err) != 0) return -1;
     if (st->train_vis) {
         memset(st->dimg, 0, sizeof(float) * st->n_img * E);
@@ -593,6 +625,7 @@ int ml_tmodel_backward(ml_tmodel *tm, ml_tstate *st, const float *d_emb, ml_erro
 static int tower_only(ml_tmodel *tm, const tl_tower *tw, int n, const float *const *pixels,
                       const int32_t *ids, float *out, ml_error *err) {
     size_t E = (size_t)tm->net->embed;
+    net_set_bf16(tm->net, tm->bf16);
     for (int i0 = 0; i0 < n; i0 += TOWER_CHUNK) {
         int m = n - i0 < TOWER_CHUNK ? n - i0 : TOWER_CHUNK;
         const int32_t *id = ids ? ids + (size_t)i0 * tw->context : NULL;
@@ -619,7 +652,9 @@ int ml_tmodel_text_tower(ml_tmodel *tm, int n, const int32_t *ids, float *out, m
     int C = tm->cfg.context_length;
     for (size_t i = 0; i < (size_t)n * C; i++)
         if (ids[i] < 0 || ids[i] >= tm->cfg.vocab_size)
-            return ml_fail(err, "text %zu: token id %d at position %zu is outside the "
-                                "vocabulary of %d", i / C, ids[i], i % C, tm->cfg.vocab_size);
+            return ml_fail(err,
+                           "text %zu: token id %d at position %zu is outside the "
+                           "vocabulary of %d",
+                           i / C, ids[i], i % C, tm->cfg.vocab_size);
     return tower_only(tm, &tm->net->txt, n, NULL, ids, out, err);
 }

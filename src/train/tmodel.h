@@ -47,7 +47,9 @@ typedef struct ml_tmodel {
     size_t total;      /* elements in w and g */
     float *w;          /* master weights, float32, 64-byte aligned */
     float *g;          /* gradients, same layout; backward ADDS to it */
-    int bf16;          /* 1: matrix products take bf16-rounded operands (fp32 accumulate) */
+    int bf16;          /* 1: matrix products take bf16-rounded operands (fp32 accumulate):
+                          the products with weights, on CPUs with native bf16 (AMX or
+                          AVX-512 BF16); weight gradients and attention stay fp32 */
     ml_tnet *net;
 } ml_tmodel;
 
@@ -90,8 +92,11 @@ typedef struct ml_tstate ml_tstate; /* activations saved by a forward pass */
  * (the same values the inference model gives for these weights).
  * train_towers: 0 = towers frozen (no tower activations kept, no tower
  * gradients), 1 = the towers are trained too (only meaningful with pixels /
- * ids).  The returned state belongs to the caller: pass it to
- * ml_tmodel_backward or ml_tstate_free.  NULL on failure. */
+ * ids: a tower whose outputs are given is never trained).  The returned
+ * state belongs to the caller: pass it to ml_tmodel_backward or
+ * ml_tstate_free.  NULL on failure.  Passes over one model are not
+ * thread-safe (they share its scratch); free every state before the model
+ * (a freed state's memory is kept for the next forward). */
 ml_tstate *ml_tmodel_forward(ml_tmodel *tm, const ml_tbatch *b, int train_towers, float *emb,
                              ml_error *err);
 /* Backward pass of the forward that made st: adds d(sum_j d_emb[j] . emb[j])

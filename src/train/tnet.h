@@ -82,15 +82,15 @@ typedef struct tl_block_act {
 
 typedef struct tl_tower_state {
     const tl_tower *tw;
-    int n, rows, keep, grads; /* keep: one activation set per block; grads: backward scratch */
-    int *off, *len, *pick;    /* per sequence: first row, length, row of CLS / EOT */
-    int32_t *ids;             /* text: the id of each row */
-    unsigned char *key_ok;    /* text: id > 0 per row */
-    float *patches;           /* vision: [n * grid^2, P*P*3] */
-    float *x0, *m0, *r0;      /* vision: tokens before ln_pre and its statistics */
-    tl_block_act *acts;       /* `layers` sets when keep, else 1 */
-    float *xs;                /* block inputs / outputs: layers+1 (keep) or 2 buffers */
-    float *h, *g;             /* scratch: a LayerNorm output [rows, W], quick_gelu [rows, ff] */
+    int n, rows, keep, grads;  /* keep: one activation set per block; grads: backward scratch */
+    int *off, *len, *pick;     /* per sequence: first row, length, row of CLS / EOT */
+    int32_t *ids;              /* text: the id of each row */
+    unsigned char *key_ok;     /* text: id > 0 per row */
+    float *patches;            /* vision: [n * grid^2, P*P*3] */
+    float *x0, *m0, *r0;       /* vision: tokens before ln_pre and its statistics */
+    tl_block_act *acts;        /* `layers` sets when keep, else 1 */
+    float *xs;                 /* block inputs / outputs: layers+1 (keep) or 2 buffers */
+    float *h, *g;              /* scratch: a LayerNorm output [rows, W], quick_gelu [rows, ff] */
     float *fin, *fm, *fr, *fh; /* picked rows [n, W], ln_post statistics, ln_post output */
     float *dx, *dh, *dq, *dk, *dv, *datt, *dff; /* backward scratch (grads) */
 } tl_tower_state;
@@ -101,8 +101,7 @@ void tl_tower_layout(tl_tower_state *st, const tl_tower *tw, int n, const int32_
                      int grads, tl_arena *a);
 /* Raw tower outputs out[n, E].  Vision takes pixels, text the ids given
  * to the layout. Returns -1 (err set) when out of memory. */
-int tl_tower_forward(tl_tower_state *st, const float *const *pixels, float *out,
-                     ml_error *err);
+int tl_tower_forward(tl_tower_state *st, const float *const *pixels, float *out, ml_error *err);
 /* Adds the tower's parameter gradients for d(out) = dout [n, E]. */
 int tl_tower_backward(tl_tower_state *st, const float *dout, float *ws, ml_error *err);
 /* Workspace floats the tower needs (transposes). */
@@ -120,9 +119,9 @@ typedef struct tl_fusion_state {
     const struct ml_tnet *net;
     int n, rows; /* n outputs, 2n rows */
     tl_flayer_act *acts;
-    float *xs, *h;                 /* layer inputs/outputs [(layers+1), rows, D]; LN scratch */
-    float *pq, *pk, *pv, *patt;    /* pooling: query [1, Jp], keys / values [rows, Jp], [n, Jp] */
-    float *qscale;                 /* [hd] */
+    float *xs, *h;                  /* layer inputs/outputs [(layers+1), rows, D]; LN scratch */
+    float *pq, *pk, *pv, *patt;     /* pooling: query [1, Jp], keys / values [rows, Jp], [n, Jp] */
+    float *qscale;                  /* [hd] */
     float *pe, *pm, *pr, *ph, *emb; /* post output, its LN stats and output, normalised [n, D] */
     float *dx, *dh, *dq, *dk, *dv, *datt, *dff, *dqs, *de; /* backward scratch */
 } tl_fusion_state;

@@ -93,9 +93,7 @@ size_t tl_tower_ws(const tl_tower *tw, int rows, int n) {
     return need;
 }
 
-static tl_block_act *act_of(const tl_tower_state *st, int l) {
-    return &st->acts[st->keep ? l : 0];
-}
+static tl_block_act *act_of(const tl_tower_state *st, int l) { return &st->acts[st->keep ? l : 0]; }
 
 /* Block l's input (l = 0..layers: the last is the towers' output). */
 static float *x_of(const tl_tower_state *st, int l) {
@@ -106,9 +104,10 @@ static float *x_of(const tl_tower_state *st, int l) {
 static tl_attn attn_spec(const tl_tower_state *st, const tl_block_act *b) {
     const tl_tower *tw = st->tw;
     int W = tw->width, hd = W / tw->heads;
-    tl_attn a = {st->n, tw->heads, hd, 0, 0, st->off, st->len, 0, !tw->vision,
-                 1.0f / sqrtf((float)hd), 0.0f, NULL, st->key_ok, b->q, b->k, b->v, W, W,
-                 b->att, W};
+    tl_attn a = {st->n,   tw->heads, hd,         0,           0,
+                 st->off, st->len,   0,          !tw->vision, 1.0f / sqrtf((float)hd),
+                 0.0f,    NULL,      st->key_ok, b->q,        b->k,
+                 b->v,    W,         W,          b->att,      W};
     return a;
 }
 
@@ -147,7 +146,8 @@ static void extract_patches(const float *img, int grid, int P, float *out) {
         for (int px = 0; px < grid; px++) {
             float *o = out + ((size_t)py * grid + px) * P * P * 3;
             for (int ph = 0; ph < P; ph++)
-                memcpy(o + (size_t)ph * P * 3, img + ((size_t)(py * P + ph) * S + (size_t)px * P) * 3,
+                memcpy(o + (size_t)ph * P * 3,
+                       img + ((size_t)(py * P + ph) * S + (size_t)px * P) * 3,
                        sizeof(float) * P * 3);
         }
 }
@@ -180,12 +180,13 @@ static void embed_text(tl_tower_state *st) {
         }
 }
 
-int tl_tower_forward(tl_tower_state *st, const float *const *pixels, float *out,
-                     ml_error *err) {
+int tl_tower_forward(tl_tower_state *st, const float *const *pixels, float *out, ml_error *err) {
     const tl_tower *tw = st->tw;
     int W = tw->width;
-    if (tw->vision) embed_vision(st, pixels);
-    else embed_text(st);
+    if (tw->vision)
+        embed_vision(st, pixels);
+    else
+        embed_text(st);
     for (int l = 0; l < tw->layers; l++)
         if (block_forward(st, l, err) != 0) return -1;
     const float *xl = x_of(st, tw->layers);
@@ -272,7 +273,9 @@ int tl_tower_backward(tl_tower_state *st, const float *dout, float *ws, ml_error
     }
     for (int l = tw->layers - 1; l >= 0; l--)
         if (block_backward(st, l, ws, err) != 0) return -1;
-    if (tw->vision) vision_embed_backward(st, ws);
-    else text_embed_backward(st);
+    if (tw->vision)
+        vision_embed_backward(st, ws);
+    else
+        text_embed_backward(st);
     return 0;
 }
