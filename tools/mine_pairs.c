@@ -1,11 +1,273 @@
-/* mine_pairs.c - `magiclens mine pairs` (placeholder until the stage lands). */
+/* mine_pairs.c - `magiclens mine pairs`: shards -> pairs.jsonl, the scored
+ * image pairs inside each page (docs/mining-pairs.md, src/mine/pairs.h).
+ *
+ *   magiclens mine pairs --shards shards/ --model M --output pairs.jsonl
+ *       [--min-sim 0.5] [--max-sim 0.92] [--max-pairs-per-page 4]
+ *       [--max-uses 2] [--alt-weight 0.3] [--both-directions]
+ *       [--batch 16] [--threads N] [--precision P] [--vocab V]
+ *       [--stats FILE] [--quiet]
+ *
+ * The output is written to OUT.tmp and renamed at the end, so a killed run
+ * leaves no half file (and the old one intact). */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
+#include "cli.h"
+#include "core/error.h"
+#include "core/fileio.h"
+#include "core/progress.h"
 #include "mine.h"
+#include "mine/pairs.h"
+
+typedef struct pairs_args {
+    const char *shards, *model, *output, *vocab, *stats;
+    int precision, threads;
+    ml_pairs_opts o;
+} pairs_args;
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: magiclens mine pairs --shards DIR --model M --output pairs.jsonl [options]\n"
+               "  --shards DIR|TAR         folder of *.tar shards from `mine fetch` (name order)\n"
+               "  --model M                MagicLens model (.pkl or .mlens): CLIP towers\n"
+               "  --output FILE            pairs.jsonl (written as FILE.tmp, renamed at the end)\n"
+               "  --min-sim X              drop pairs with image similarity below (default 0.5)\n"
+               "  --max-sim X              drop near duplicates above (default 0.92)\n"
+               "  --alt-weight W           score = (1-W)*image_sim + W*text_sim (default 0.3)\n"
+               "  --max-pairs-per-page K   at most K pairs per page (default 4)\n"
+               "  --max-uses U             one image in at most U pairs (default 2)\n"
+               "  --both-directions        also write each pair with query and target swapped\n"
+               "  --batch N                images per image-tower call (default 16)\n"
+               "  --threads N              compute threads (default: all cores)\n"
+               "  --precision P            fp32|bf16|int8|auto (default auto)\n"
+               "  --vocab FILE             CLIP BPE vocabulary (default $MAGICLENS_VOCAB)\n"
+               "  --stats FILE             counts as JSON (also summarised on stderr)\n"
+               "  --quiet                  no progress bar\n");
+}
+
+static int num(const char *name, const char *v, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "magiclens mine pairs: %s %s: expected a number in [%g, %g]\n", name, v, lo,
+                hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+/* 0 ok, 1 help, 2 usage error. */
+static int parse(int argc, char **argv, pairs_args *a) {
+    enum {
+        O_MIN = 256,
+        O_MAX,
+        O_ALT,
+        O_PPP,
+        O_USES,
+        O_BOTH,
+        O_BATCH,
+        O_THREADS,
+        O_PREC,
+        O_VOCAB,
+        O_STATS
+    };
+    static const struct option lo[] = {{"shards", required_argument, 0, 's'},
+                                       {"model", required_argument, 0, 'm'},
+                                       {"output", required_argument, 0, 'o'},
+                                       {"min-sim", required_argument, 0, O_MIN},
+                                       {"max-sim", required_argument, 0, O_MAX},
+                                       {"alt-weight", required_argument, 0, O_ALT},
+                                       {"max-pairs-per-page", required_argument, 0, O_PPP},
+                                       {"max-uses", required_argument, 0, O_USES},
+                                       {"both-directions", no_argument, 0, O_BOTH},
+                                       {"batch", required_argument, 0, O_BATCH},
+                                       {"threads", required_argument, 0, O_THREADS},
+                                       {"precision", required_argument, 0, O_PREC},
+                                       {"vocab", required_argument, 0, O_VOCAB},
+                                       {"stats", required_argument, 0, O_STATS},
+                                       {"quiet", no_argument, 0, 'q'},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
+    ml_pairs_opts_default(&a->o);
+    a->precision = ML_PRECISION_AUTO;
+    int c;
+    double x;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "s:m:o:qh", lo, NULL)) != -1) {
+        switch (c) {
+        case 's':
+            a->shards = optarg;
+            break;
+        case 'm':
+            a->model = optarg;
+            break;
+        case 'o':
+            a->output = optarg;
+            break;
+        case O_MIN:
+            if (num("--min-sim", optarg, -1, 1, &a->o.min_sim)) return 2;
+            break;
+        case O_MAX:
+            if (num("--max-sim", optarg, -1, 1, &a->o.max_sim)) return 2;
+            break;
+        case O_ALT:
+            if (num("--alt-weight", optarg, 0, 1, &a->o.alt_weight)) return 2;
+            break;
+        case O_PPP:
+            if (num("--max-pairs-per-page", optarg, 1, 1e6, &x)) return 2;
+            a->o.max_pairs_per_page = (int)x;
+            break;
+        case O_USES:
+            if (num("--max-uses", optarg, 1, 1e6, &x)) return 2;
+            a->o.max_uses = (int)x;
+            break;
+        case O_BOTH:
+            a->o.both_directions = 1;
+            break;
+        case O_BATCH:
+            if (num("--batch", optarg, 1, 256, &x)) return 2;
+            a->o.batch = (int)x;
+            break;
+        case O_THREADS:
+            if (num("--threads", optarg, 1, 1024, &x)) return 2;
+            a->threads = (int)x;
+            break;
+        case O_PREC:
+            if (!strcmp(optarg, "auto"))
+                a->precision = ML_PRECISION_AUTO;
+            else if ((a->precision = cli_parse_precision(optarg)) < 0)
+                return 2;
+            break;
+        case O_VOCAB:
+            a->vocab = optarg;
+            break;
+        case O_STATS:
+            a->stats = optarg;
+            break;
+        case 'q':
+            a->o.quiet = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 1;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "magiclens mine pairs: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (!a->shards || !a->model || !a->output) {
+        fprintf(stderr, "magiclens mine pairs: --shards, --model and --output are required\n");
+        usage(stderr);
+        return 2;
+    }
+    if (a->o.min_sim > a->o.max_sim) {
+        fprintf(stderr, "magiclens mine pairs: --min-sim %g is above --max-sim %g\n", a->o.min_sim,
+                a->o.max_sim);
+        return 2;
+    }
+    return 0;
+}
+
+static char *dir_of(const char *path) {
+    char *d = strdup(path);
+    if (!d) return NULL;
+    char *slash = strrchr(d, '/');
+    if (!slash)
+        strcpy(d, ".");
+    else if (slash == d)
+        slash[1] = 0;
+    else
+        *slash = 0;
+    return d;
+}
+
+static void print_counts(const char *label, const ml_counts *c) {
+    if (!c->n) return;
+    fprintf(stderr, "  %s:", label);
+    for (size_t i = 0; i < c->n; i++)
+        fprintf(stderr, "%s %s %lld", i ? "," : "", c->v[i].name, c->v[i].n);
+    fputc('\n', stderr);
+}
+
+static void summary(const ml_pairs_stats *s, double secs) {
+    fprintf(stderr,
+            "mine pairs: %lld shards, %lld samples, %lld images embedded in %.2f s "
+            "(%.1f images/s, %.1f pairs/s)\n",
+            s->shards, s->samples, s->images_embedded, secs,
+            secs > 0 ? s->images_embedded / secs : 0, secs > 0 ? s->candidate_pairs / secs : 0);
+    print_counts("samples dropped", &s->samples_dropped);
+    fprintf(stderr, "  groups %lld -> with pairs %lld\n", s->groups, s->groups_used);
+    print_counts("groups dropped", &s->groups_dropped);
+    fprintf(stderr, "  candidate pairs %lld -> kept %lld (%lld lines)\n", s->candidate_pairs,
+            s->pairs_out, s->lines_out);
+    print_counts("pairs dropped", &s->pairs_dropped);
+}
+
+static int finish_output(FILE *f, const char *tmp, const char *out, const char *dir,
+                         ml_error *err) {
+    int bad = fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0;
+    if (fclose(f) != 0 || bad) return ml_fail(err, "%s: write failed: %s", tmp, strerror(errno));
+    if (rename(tmp, out) != 0) return ml_fail(err, "%s: rename failed: %s", out, strerror(errno));
+    return ml_fsync_dir(dir, err);
+}
+
+static int run(const pairs_args *a, ml_model *m, ml_error *err) {
+    size_t tn = strlen(a->output) + 5;
+    char *tmp = malloc(tn), *dir = dir_of(a->output);
+    if (!tmp || !dir) {
+        free(tmp), free(dir);
+        return ml_fail(err, "out of memory");
+    }
+    snprintf(tmp, tn, "%s.tmp", a->output);
+    ml_pairs_stats st = {0};
+    int rc = 0;
+    FILE *f = fopen(tmp, "w");
+    if (!f) rc = ml_fail(err, "%s: cannot create: %s", tmp, strerror(errno));
+    double t0 = ml_now();
+    if (rc == 0) rc = ml_pairs_run(m, a->shards, dir, f, &a->o, &st, err);
+    double secs = ml_now() - t0;
+    if (rc == 0)
+        rc = finish_output(f, tmp, a->output, dir, err);
+    else if (f)
+        fclose(f);
+    if (rc != 0) unlink(tmp);
+    summary(&st, secs);
+    if (rc == 0 && a->stats) {
+        json_t *s = ml_pairs_stats_json(&st);
+        json_object_set_new(s, "seconds", json_real(secs));
+        json_object_set_new(s, "images_per_s", json_real(secs > 0 ? st.images_embedded / secs : 0));
+        json_object_set_new(s, "pairs_per_s", json_real(secs > 0 ? st.candidate_pairs / secs : 0));
+        char *text = json_dumps(s, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        rc = text ? ml_write_atomic(a->stats, text, strlen(text), err)
+                  : ml_fail(err, "out of memory");
+        free(text);
+        json_decref(s);
+    }
+    ml_pairs_stats_free(&st);
+    free(tmp), free(dir);
+    return rc;
+}
 
 int mine_pairs_main(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "magiclens mine pairs: not implemented yet\n");
-    return 1;
+    pairs_args a = {0};
+    int prc = parse(argc, argv, &a);
+    if (prc) return prc == 1 ? 0 : 2;
+    if (a.threads > 0) ml_set_threads(a.threads);
+    ml_model *m = cli_load_model(a.model, a.vocab, a.precision);
+    if (!m) return 1;
+    ml_error err = {{0}};
+    int rc = run(&a, m, &err);
+    if (rc != 0) fprintf(stderr, "magiclens mine pairs: %s\n", err.msg);
+    ml_model_free(m);
+    return rc == 0 ? 0 : 1;
 }
