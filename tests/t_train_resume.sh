@@ -89,4 +89,15 @@ set +e
 set -e
 [ $rc1 -eq 1 ] && grep -q 'pass --resume' "$T/used.err" || { echo "used folder accepted"; cat "$T/used.err"; exit 1; }
 [ $rc2 -eq 1 ] && grep -q 'other settings' "$T/other.err" || { echo "changed settings accepted"; cat "$T/other.err"; exit 1; }
+# A damaged state file is refused with a message naming it, never used.
+R="$T/damaged"; cp -r "$T/fusion-b" "$R"
+st=$(ls "$R"/step_6.state)
+printf '\x55' | dd of="$st" bs=1 seek=200 conv=notrunc status=none
+set +e
+"$ML" train "${common[@]}" --train fusion --output "$R" --steps 8 --resume 2> "$T/dam.err"; rc3=$?
+truncate -s 100 "$st"
+"$ML" train "${common[@]}" --train fusion --output "$R" --steps 8 --resume 2> "$T/trunc.err"; rc4=$?
+set -e
+[ $rc3 -eq 1 ] && grep -q 'step_6.state: checksum mismatch' "$T/dam.err" || { echo "damaged state accepted"; cat "$T/dam.err"; exit 1; }
+[ $rc4 -eq 1 ] && grep -q 'step_6.state: truncated' "$T/trunc.err" || { echo "truncated state accepted"; cat "$T/trunc.err"; exit 1; }
 echo "train resume: ok"
