@@ -117,17 +117,11 @@ static const struct option train_long[] = {{"init", 1, 0, O_INIT},
                                            {"help", 0, 0, O_HELP},
                                            {0, 0, 0, 0}};
 
-/* Parses a number; prints an error naming the option when it is not one. */
+/* The options are named without their dashes in set_option. */
 static int num(const char *opt, const char *s, double lo, double hi, double *out) {
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "magiclens train: --%s: '%s' is not a number in [%g, %g]\n", opt, s, lo,
-                hi);
-        return -1;
-    }
-    *out = v;
-    return 0;
+    char name[64];
+    snprintf(name, sizeof name, "--%s", opt);
+    return cli_number("train", name, s, lo, hi, out);
 }
 
 static int set_option(ml_train_opts *o, int c, const char *a) {

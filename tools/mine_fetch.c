@@ -36,6 +36,7 @@
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/progress.h"
+#include "cli.h"
 #include "mine.h"
 #include "mine/fetch.h"
 #include "mine/pages.h" /* ml_counts */
@@ -128,16 +129,7 @@ static void usage(FILE *f) {
 }
 
 static int num(const char *name, const char *v, double lo, double hi, double *out) {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || end == v || *end || !(x >= lo && x <= hi)) {
-        fprintf(stderr, "magiclens mine fetch: %s %s: expected a number in [%g, %g]\n", name, v, lo,
-                hi);
-        return -1;
-    }
-    *out = x;
-    return 0;
+    return cli_number("mine fetch", name, v, lo, hi, out);
 }
 
 /* 0 ok, 1 help shown, 2 usage error. */

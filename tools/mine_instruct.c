@@ -24,6 +24,7 @@
 #include "core/fileio.h"
 #include "core/progress.h"
 #include "index/sources.h"
+#include "cli.h"
 #include "mine.h"
 #include "mine/instruct.h"
 #include "mine/llm.h"
@@ -133,15 +134,7 @@ static void usage(FILE *f) {
 }
 
 static int num(const char *name, const char *v, double lo, double hi, double *out) {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || end == v || *end || !(x >= lo && x <= hi)) {
-        fprintf(stderr, ME ": %s %s: expected a number in [%g, %g]\n", name, v, lo, hi);
-        return -1;
-    }
-    *out = x;
-    return 0;
+    return cli_number("mine instruct", name, v, lo, hi, out);
 }
 
 static int parse(int argc, char **argv, args *a) {

@@ -50,16 +50,7 @@ static void usage(FILE *f) {
 }
 
 static int num(const char *name, const char *v, double lo, double hi, double *out) {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || end == v || *end || !(x >= lo && x <= hi)) {
-        fprintf(stderr, "magiclens mine pairs: %s %s: expected a number in [%g, %g]\n", name, v, lo,
-                hi);
-        return -1;
-    }
-    *out = x;
-    return 0;
+    return cli_number("mine pairs", name, v, lo, hi, out);
 }
 
 /* 0 ok, 1 help, 2 usage error. */
