@@ -549,7 +549,8 @@ static int train_step(trainer *T, step_stats *ss, double *lr, double *gnorm, ml_
     *gnorm = ml_grad_norm(T->tm.g, T->ranges, T->n_ranges);
     /* torch.nn.utils.clip_grad_norm_'s rule, so runs compare with PyTorch's. */
     double coef = T->o->clip_norm / (*gnorm + 1e-6);
-    if (T->o->clip_norm > 0 && coef < 1.0) ml_grad_scale(T->tm.g, T->ranges, T->n_ranges, (float)coef);
+    if (T->o->clip_norm > 0 && coef < 1.0)
+        ml_grad_scale(T->tm.g, T->ranges, T->n_ranges, (float)coef);
     int64_t warmup = T->o->warmup >= 0 ? T->o->warmup : T->o->steps / 20;
     *lr = ml_lr_at(T->o->lr, warmup, T->o->steps, T->o->min_lr_ratio, T->pos.step);
     if (ss->micro > 0) ml_adamw_step(&T->opt, T->tm.w, T->tm.g, T->ranges, T->n_ranges, *lr);
@@ -608,38 +609,39 @@ static double dotf(const float *a, const float *b, int n) {
 static int evaluate(trainer *T, double rec[3], ml_error *err) {
     const ml_tdata *d = &T->eval;
     size_t E = (size_t)T->E;
-    int nq = (int)d->n, ng = (int)d->n_images;
+    int nq = (int)d->n, ng = 0;
+    /* The gallery: the distinct target images of the held-out set (slot[] maps an
+     * image id to its gallery row, -1 for images that are only queries). */
+    int *slot = malloc(d->n_images * sizeof *slot);
     uint32_t *qi = malloc(nq * sizeof *qi), *qt = malloc(nq * sizeof *qt);
-    uint32_t *gi = malloc(ng * sizeof *gi), *gt = calloc(ng, sizeof *gt);
+    uint32_t *gi = malloc(nq * sizeof *gi), *gt = calloc(nq, sizeof *gt);
     float *qe = malloc((size_t)nq * E * sizeof(float)),
-          *ge = malloc((size_t)ng * E * sizeof(float));
-    int *qok = malloc(nq * sizeof *qok), *gok = malloc(ng * sizeof *gok);
-    int rc = qi && qt && gi && gt && qe && ge && qok && gok ? 0 : ml_fail(err, "out of memory");
-    for (int i = 0; rc == 0 && i < nq; i++)
+          *ge = malloc((size_t)nq * E * sizeof(float));
+    int *qok = malloc(nq * sizeof *qok), *gok = malloc(nq * sizeof *gok);
+    int rc =
+        slot && qi && qt && gi && gt && qe && ge && qok && gok ? 0 : ml_fail(err, "out of memory");
+    for (size_t i = 0; rc == 0 && i < d->n_images; i++) slot[i] = -1;
+    for (int i = 0; rc == 0 && i < nq; i++) {
         qi[i] = d->items[i].query, qt[i] = d->items[i].instruction;
-    for (int i = 0; rc == 0 && i < ng; i++) gi[i] = (uint32_t)i;
-    /* The gallery: every image of the held-out set that is some triplet's target.
-     */
+        uint32_t t = d->items[i].target;
+        if (slot[t] < 0) slot[t] = ng, gi[ng++] = t;
+    }
     if (rc == 0) rc = eval_embed(T, nq, qi, qt, qe, qok, err);
     if (rc == 0) rc = eval_embed(T, ng, gi, gt, ge, gok, err);
-    uint8_t *is_target = rc == 0 ? calloc(ng, 1) : NULL;
-    for (int i = 0; is_target && i < nq; i++) is_target[d->items[i].target] = 1;
     int counted = 0, hits[3] = {0};
-    for (int i = 0; is_target && i < nq; i++) {
-        int tgt = (int)d->items[i].target;
+    for (int i = 0; rc == 0 && i < nq; i++) {
+        int tgt = slot[d->items[i].target];
         if (!qok[i] || !gok[tgt]) continue;
         const float *q = qe + (size_t)i * E;
         double st = dotf(q, ge + (size_t)tgt * E, (int)E);
         int rank = 0;
         for (int g = 0; g < ng; g++)
-            if (g != tgt && is_target[g] && gok[g] && dotf(q, ge + (size_t)g * E, (int)E) > st)
-                rank++;
+            if (g != tgt && gok[g] && dotf(q, ge + (size_t)g * E, (int)E) > st) rank++;
         counted++;
         hits[0] += rank < 1, hits[1] += rank < 5, hits[2] += rank < 10;
     }
     for (int k = 0; k < 3; k++) rec[k] = counted ? (double)hits[k] / counted : 0;
-    free(is_target);
-    free(qi), free(qt), free(gi), free(gt), free(qe), free(ge), free(qok), free(gok);
+    free(slot), free(qi), free(qt), free(gi), free(gt), free(qe), free(ge), free(qok), free(gok);
     return rc;
 }
 
