@@ -2,7 +2,7 @@
 # Training learns: on generated coloured shapes ("same shape but red", "two
 # of them", "the same object bigger", "a square of the same colour"), a tiny
 # model with freshly initialised fusion layers goes from chance-level
-# held-out recall to well above it (the curve is in docs/training.md).
+# held-out recall to well above it (the curve is in the README, Training).
 # A perfect attribute matcher reaches recall@1 0.40 here, because
 # several held-out targets share all attributes (computed below).
 set -euo pipefail
