@@ -349,35 +349,53 @@ static int tokenize_texts(trainer *T, micro *m, uint8_t *bad) {
     return 0;
 }
 
-/* Frozen, cached towers: fills the cache for what this batch needs. */
+/* Frozen, cached towers: fills the cache for what this batch needs, one
+ * tower call per kind for all the new images / texts. */
 static int fill_cache(trainer *T, micro *m, uint8_t *img_bad, uint8_t *txt_bad, ml_error *err) {
     size_t E = (size_t)T->E;
+    int ctx = T->tm.cfg.context_length, n = m->n_img > m->n_txt ? m->n_img : m->n_txt;
     uint8_t *want = calloc((size_t)m->n_img + 1, 1);
-    if (!want) return ml_fail(err, "out of memory");
-    int need = 0;
-    for (int i = 0; i < m->n_img; i++) need += want[i] = T->img_state[m->img_ids[i]] == 0;
-    int rc = need ? load_pixels(T, m, want, img_bad, err) : 0;
+    int *slot = malloc(((size_t)n + 1) * sizeof *slot);
+    const float **px = malloc(((size_t)m->n_img + 1) * sizeof *px);
+    int32_t *ids = malloc(((size_t)m->n_txt + 1) * ctx * sizeof *ids);
+    float *out = malloc(((size_t)n + 1) * E * sizeof(float));
+    int rc = want && slot && px && ids && out ? 0 : ml_fail(err, "out of memory"), k = 0;
+    for (int i = 0; rc == 0 && i < m->n_img; i++) k += want[i] = T->img_state[m->img_ids[i]] == 0;
+    if (rc == 0 && k) rc = load_pixels(T, m, want, img_bad, err);
+    k = 0;
     for (int i = 0; rc == 0 && i < m->n_img; i++) {
-        uint32_t id = m->img_ids[i];
-        if (want[i] && !img_bad[i]) {
-            const float *px = m->pixels[i];
-            rc = ml_tmodel_image_tower(&T->tm, 1, &px, T->img_cache + id * E, err);
-            T->img_state[id] = 1;
-        } else if (want[i]) {
-            T->img_state[id] = 2;
-        }
-        if (T->img_state[id] == 2) img_bad[i] = 1;
+        if (!want[i]) continue;
+        if (img_bad[i])
+            T->img_state[m->img_ids[i]] = 2;
+        else
+            slot[k] = i, px[k++] = m->pixels[i];
     }
-    free(want);
-    int ctx = T->tm.cfg.context_length;
+    if (rc == 0 && k) rc = ml_tmodel_image_tower(&T->tm, k, px, out, err);
+    for (int j = 0; rc == 0 && j < k; j++) {
+        uint32_t id = m->img_ids[slot[j]];
+        memcpy(T->img_cache + id * E, out + (size_t)j * E, E * sizeof(float));
+        T->img_state[id] = 1;
+    }
+    for (int i = 0; rc == 0 && i < m->n_img; i++)
+        if (T->img_state[m->img_ids[i]] == 2) img_bad[i] = 1;
+    k = 0;
     for (int i = 0; rc == 0 && i < m->n_txt; i++) {
         uint32_t id = m->txt_ids[i];
-        if (T->txt_state[id] == 0 && !txt_bad[i])
-            rc = ml_tmodel_text_tower(&T->tm, 1, m->ids + (size_t)i * ctx, T->txt_cache + id * E,
-                                      err);
-        if (T->txt_state[id] == 0) T->txt_state[id] = txt_bad[i] ? 2 : 1;
-        if (T->txt_state[id] == 2) txt_bad[i] = 1;
+        if (T->txt_state[id] == 0 && txt_bad[i]) T->txt_state[id] = 2;
+        if (T->txt_state[id] == 0) {
+            memcpy(ids + (size_t)k * ctx, m->ids + (size_t)i * ctx, ctx * sizeof *ids);
+            slot[k++] = i;
+        }
     }
+    if (rc == 0 && k) rc = ml_tmodel_text_tower(&T->tm, k, ids, out, err);
+    for (int j = 0; rc == 0 && j < k; j++) {
+        uint32_t id = m->txt_ids[slot[j]];
+        memcpy(T->txt_cache + id * E, out + (size_t)j * E, E * sizeof(float));
+        T->txt_state[id] = 1;
+    }
+    for (int i = 0; rc == 0 && i < m->n_txt; i++)
+        if (T->txt_state[m->txt_ids[i]] == 2) txt_bad[i] = 1;
+    free(want), free(slot), free(px), free(ids), free(out);
     return rc;
 }
 
