@@ -2,6 +2,8 @@
 #ifndef ML_KERNELS_ATTENTION_H
 #define ML_KERNELS_ATTENTION_H
 
+#include <stdint.h>
+
 #include "kernels/precision.h"
 
 /* ml_attention (ops.h, same arguments) at precision `prec`: ML_PREC_FP32 is
@@ -14,5 +16,13 @@ void ml_attention_prec(ml_precision prec, int T, int S, int heads, int hd, const
                        const float *k, int ldk, const float *v, int ldv, float scale,
                        const float *qscale, float cap, const unsigned char *key_ok, int causal,
                        float *out, int ldo);
+
+/* The bf16 pipeline's attention: q, k, v and out are bf16 (round to
+ * nearest even), strides in elements; no qscale or cap.  On AMX the tile
+ * kernel with the same arithmetic as ml_attention_prec at bf16; elsewhere
+ * through float32.  -1 (out not written) on bad sizes or out of memory. */
+int ml_attention_bf16(int T, int S, int heads, int hd, const uint16_t *q, int ldq,
+                      const uint16_t *k, int ldk, const uint16_t *v, int ldv, float scale,
+                      const unsigned char *key_ok, int causal, uint16_t *out, int ldo);
 
 #endif

@@ -33,6 +33,14 @@
 
 static inline __m256i bf16x16(__m512 x) { return (__m256i)_mm512_cvtneps_pbh(x); }
 
+/* Where one head's operands are: q, k, v and out are float, or bf16
+ * (uint16_t) when `bf16`; strides in elements. */
+typedef struct att_io {
+    const void *q, *k, *v;
+    void *out;
+    int ldq, ldk, ldv, ldo, bf16;
+} att_io;
+
 static inline int pad32(int n) { return (n + 31) & ~31; }
 
 /* Q, K and V are column slices of [T, width] matrices far bigger than the
@@ -55,7 +63,7 @@ size_t ml_att_amx_scratch(int S, int hd) {
 
 /* K^T tiles, one key block of 16 at a time: the block's rows go to bf16,
  * then each tile row (one bf16 pair of 16 keys) is a gather of 16 u32. */
-static void pack_k(int S, int Sp, int hd, const float *k, int ldk, uint32_t *kv) {
+static void pack_k(int S, int Sp, int hd, const att_io *io, uint32_t *kv) {
     int KB = hd / 32, H2 = hd / 2;
     _Alignas(64) uint32_t blk[16 * (ML_ATT_HD_MAX / 2)];
     __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
@@ -67,8 +75,14 @@ static void pack_k(int S, int Sp, int hd, const float *k, int ldk, uint32_t *kv)
                 memset(d, 0, sizeof(uint16_t) * hd);
                 continue;
             }
-            const float *ks = k + (size_t)(s0 + c) * ldk;
-            if (s0 + c + ATT_AHEAD < S) prefetch_row(ks + (size_t)ATT_AHEAD * ldk, hd);
+            if (io->bf16) { /* already bf16: a copy */
+                const uint16_t *ks = (const uint16_t *)io->k + (size_t)(s0 + c) * io->ldk;
+                if (s0 + c + ATT_AHEAD < S) prefetch_row((const float *)(ks + (size_t)ATT_AHEAD * io->ldk), hd / 2);
+                memcpy(d, ks, sizeof(uint16_t) * hd);
+                continue;
+            }
+            const float *ks = (const float *)io->k + (size_t)(s0 + c) * io->ldk;
+            if (s0 + c + ATT_AHEAD < S) prefetch_row(ks + (size_t)ATT_AHEAD * io->ldk, hd);
             for (int i = 0; i < hd; i += 16) _mm256_store_si256((__m256i *)(d + i), bf16x16(_mm512_loadu_ps(ks + i)));
         }
         uint32_t *dst = kv + (size_t)(s0 / 16) * KB * 256;
@@ -78,21 +92,29 @@ static void pack_k(int S, int Sp, int hd, const float *k, int ldk, uint32_t *kv)
     }
 }
 
-static inline __m512i v_row16(int s, int S, const float *v, int ldv, int d) {
+/* V[s][d .. d+15] as bf16 in the low halves of 16 u32 (0 past S). */
+static inline __m512i v_row16(int s, int S, const att_io *io, int d) {
     if (s >= S) return _mm512_setzero_si512();
-    return _mm512_cvtepu16_epi32(bf16x16(_mm512_loadu_ps(v + (size_t)s * ldv + d)));
+    if (io->bf16)
+        return _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)io->v + (size_t)s * io->ldv + d)));
+    return _mm512_cvtepu16_epi32(bf16x16(_mm512_loadu_ps((const float *)io->v + (size_t)s * io->ldv + d)));
 }
 
-static void pack_v(int S, int Sp, int hd, const float *v, int ldv, uint32_t *vv) {
+static void prefetch_v(const att_io *io, int s, int hd) {
+    if (io->bf16) prefetch_row((const float *)((const uint16_t *)io->v + (size_t)s * io->ldv), hd / 2);
+    else prefetch_row((const float *)io->v + (size_t)s * io->ldv, hd);
+}
+
+static void pack_v(int S, int Sp, int hd, const att_io *io, uint32_t *vv) {
     int DB = hd / 16;
     for (int p = 0; p < Sp / 2; p++) {
         int kb = p / 16, kk = p % 16;
         if (2 * p + 1 + ATT_AHEAD < S) {
-            prefetch_row(v + (size_t)(2 * p + ATT_AHEAD) * ldv, hd);
-            prefetch_row(v + (size_t)(2 * p + 1 + ATT_AHEAD) * ldv, hd);
+            prefetch_v(io, 2 * p + ATT_AHEAD, hd);
+            prefetch_v(io, 2 * p + 1 + ATT_AHEAD, hd);
         }
         for (int db = 0; db < DB; db++) {
-            __m512i lo = v_row16(2 * p, S, v, ldv, db * 16), hi = v_row16(2 * p + 1, S, v, ldv, db * 16);
+            __m512i lo = v_row16(2 * p, S, io, db * 16), hi = v_row16(2 * p + 1, S, io, db * 16);
             _mm512_store_si512(vv + ((size_t)(kb * DB + db) * 16 + kk) * 16,
                                _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
         }
@@ -147,35 +169,67 @@ static float exp_row_bf16(const float *row, int n, int Sp, float sc, uint16_t *d
     return 1.0f / vhsum(sum);
 }
 
-void ml_att_amx_head(int T, int S, int hd, const float *q, int ldq, const float *k, int ldk,
-                     const float *v, int ldv, float scale, const float *qscale, float cap,
-                     const unsigned char *key_ok, int causal, float *out, int ldo, void *scratch) {
+/* Query rows [t0, t0 + rows) to bf16 (times qscale), zero rows to 16. */
+static void load_q(const att_io *io, int T, int hd, int t0, int rows, const float *qscale, uint16_t *qb) {
+    for (int r = 0; r < 16; r++) {
+        uint16_t *d = qb + (size_t)r * hd;
+        if (r >= rows) {
+            memset(d, 0, sizeof(uint16_t) * hd);
+            continue;
+        }
+        if (io->bf16) {
+            const uint16_t *qt = (const uint16_t *)io->q + (size_t)(t0 + r) * io->ldq;
+            if (!qscale) {
+                memcpy(d, qt, sizeof(uint16_t) * hd);
+                continue;
+            }
+            for (int i = 0; i < hd; i += 16) {
+                __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(qt + i)));
+                __m512 x = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w, 16)), _mm512_loadu_ps(qscale + i));
+                _mm256_storeu_si256((__m256i *)(d + i), bf16x16(x));
+            }
+            continue;
+        }
+        const float *qt = (const float *)io->q + (size_t)(t0 + r) * io->ldq;
+        if (t0 + r + 16 < T) prefetch_row(qt + (size_t)16 * io->ldq, hd);
+        for (int i = 0; i < hd; i += 16) {
+            __m512 x = _mm512_loadu_ps(qt + i);
+            if (qscale) x = _mm512_mul_ps(x, _mm512_loadu_ps(qscale + i));
+            _mm256_storeu_si256((__m256i *)(d + i), bf16x16(x));
+        }
+    }
+}
+
+/* out rows [t0, t0 + rows) = ob rows times 1/sum, as float or bf16. */
+static void store_out(const att_io *io, int hd, int t0, int rows, const float *ob, const float *inv) {
+    for (int r = 0; r < rows; r++) {
+        const float *src = ob + (size_t)r * hd;
+        vf w = vset1(inv[r]);
+        if (io->bf16) {
+            uint16_t *dst = (uint16_t *)io->out + (size_t)(t0 + r) * io->ldo;
+            for (int i = 0; i < hd; i += 16) _mm256_storeu_si256((__m256i *)(dst + i), bf16x16(vmul(vload(src + i), w)));
+        } else {
+            float *dst = (float *)io->out + (size_t)(t0 + r) * io->ldo;
+            for (int i = 0; i < hd; i += 16) vstore(dst + i, vmul(vload(src + i), w));
+        }
+    }
+}
+
+static void att_head(int T, int S, int hd, const att_io *io, float scale, const float *qscale,
+                     float cap, const unsigned char *key_ok, int causal, void *scratch) {
     int Sp = pad32(S), KB = hd / 32, DB = hd / 16;
     uint32_t *kv = scratch, *vv = kv + (size_t)Sp * hd / 2;
     float *sb = (float *)(vv + (size_t)Sp * hd / 2);
     uint16_t *pb = (uint16_t *)(sb + (size_t)16 * Sp), *qb = pb + (size_t)16 * Sp;
     float *ob = (float *)(qb + (size_t)16 * hd);
-    pack_k(S, Sp, hd, k, ldk, kv);
-    pack_v(S, Sp, hd, v, ldv, vv);
+    pack_k(S, Sp, hd, io, kv);
+    pack_v(S, Sp, hd, io, vv);
     tiles_begin();
     for (int t0 = 0; t0 < T; t0 += 16) {
         int rows = T - t0 < 16 ? T - t0 : 16;
         /* Keys any row of this block may use (causal: up to its last row). */
         int maxn = causal ? (t0 + rows < S ? t0 + rows : S) : S;
-        for (int r = 0; r < 16; r++) {
-            uint16_t *d = qb + (size_t)r * hd;
-            if (r >= rows) {
-                memset(d, 0, sizeof(uint16_t) * hd);
-                continue;
-            }
-            const float *qt = q + (size_t)(t0 + r) * ldq;
-            if (t0 + r + 16 < T) prefetch_row(qt + (size_t)16 * ldq, hd);
-            for (int i = 0; i < hd; i += 16) {
-                __m512 x = _mm512_loadu_ps(qt + i);
-                if (qscale) x = _mm512_mul_ps(x, _mm512_loadu_ps(qscale + i));
-                _mm256_storeu_si256((__m256i *)(d + i), bf16x16(x));
-            }
-        }
+        load_q(io, T, hd, t0, rows, qscale, qb);
         /* scores: 16 x (key blocks covering maxn) */
         int nblk = (maxn + 15) / 16, nb = 0;
         size_t ss = (size_t)Sp * 4, qs = (size_t)hd * 2;
@@ -271,14 +325,24 @@ void ml_att_amx_head(int T, int S, int hd, const float *q, int ldq, const float 
             _tile_stored(0, o + db * 16, os);
             _tile_stored(1, o + db * 16 + 16, os);
         }
-        for (int r = 0; r < rows; r++) {
-            const float *src = ob + (size_t)r * hd;
-            float *dst = out + (size_t)(t0 + r) * ldo;
-            vf w = vset1(inv[r]);
-            for (int i = 0; i < hd; i += 16) vstore(dst + i, vmul(vload(src + i), w));
-        }
+        store_out(io, hd, t0, rows, ob, inv);
     }
     _tile_release();
+}
+
+void ml_att_amx_head(int T, int S, int hd, const float *q, int ldq, const float *k, int ldk,
+                     const float *v, int ldv, float scale, const float *qscale, float cap,
+                     const unsigned char *key_ok, int causal, float *out, int ldo, void *scratch) {
+    att_io io = {q, k, v, out, ldq, ldk, ldv, ldo, 0};
+    att_head(T, S, hd, &io, scale, qscale, cap, key_ok, causal, scratch);
+}
+
+void ml_att_amx_head_bf16(int T, int S, int hd, const uint16_t *q, int ldq, const uint16_t *k,
+                          int ldk, const uint16_t *v, int ldv, float scale,
+                          const unsigned char *key_ok, int causal, uint16_t *out, int ldo,
+                          void *scratch) {
+    att_io io = {q, k, v, out, ldq, ldk, ldv, ldo, 1};
+    att_head(T, S, hd, &io, scale, NULL, 0.0f, key_ok, causal, scratch);
 }
 
 #else

@@ -7,6 +7,8 @@
 #ifndef ML_KERNELS_GEMM_ISA_H
 #define ML_KERNELS_GEMM_ISA_H
 
+#include <stdint.h>
+
 #include "kernels/cpu.h"
 
 #define ML_GEMM_MR_MAX 16 /* most rows any micro-kernel takes */
@@ -47,6 +49,8 @@ typedef struct ml_ops_impl {
                           int plus_one, float *out);
     /* x = softmax(x * scale) over n values; -INFINITY entries get exactly 0. */
     void (*softmax_row)(float *x, int n, float scale);
+    /* out[i] = bf16(x[i]) for i < n, as ml_f32_to_bf16 (kernels/bf16.h). */
+    void (*to_bf16)(const float *x, uint16_t *out, int n);
 } ml_ops_impl;
 
 const ml_ops_impl *ml_ops_impl_for(ml_isa isa);

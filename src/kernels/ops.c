@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "core/threads.h"
+#include "kernels/bf16.h"
 #include "kernels/gemm.h"
 #include "kernels/gemm_isa.h"
 
@@ -72,6 +73,49 @@ void ml_layernorm(int rows, int n, const float *x, const float *scale, const flo
     ln_job j = {ops, n, plus_one, x, scale, bias, eps, out};
     int grain = n > 0 ? PAR_MIN / n + 1 : rows;
     ml_parallel_for(rows, grain, ln_tasks, &j);
+}
+
+/* LayerNorm to bf16: each row normalised in float32 into a stack buffer,
+ * then rounded (the same values ml_layernorm gives, rounded once). */
+#define LN_BF16_MAX 4096
+
+typedef struct ln_bf16_job {
+    const ml_ops_impl *ops;
+    int n, plus_one, ldo;
+    const float *x, *scale, *bias;
+    float eps;
+    uint16_t *out;
+} ln_bf16_job;
+
+static void ln_bf16_tasks(void *ctx, int begin, int end) {
+    const ln_bf16_job *j = ctx;
+    float row[LN_BF16_MAX];
+    for (int r = begin; r < end; r++) {
+        const float *x = j->x + (size_t)r * j->n;
+        uint16_t *o = j->out + (size_t)r * j->ldo;
+        if (j->ops) {
+            j->ops->layernorm_row(j->n, x, j->scale, j->bias, j->eps, j->plus_one, row);
+            j->ops->to_bf16(row, o, j->n);
+        } else {
+            layernorm_scalar(1, j->n, x, j->scale, j->bias, j->eps, j->plus_one, row);
+            for (int i = 0; i < j->n; i++) o[i] = ml_f32_to_bf16(row[i]);
+        }
+    }
+}
+
+int ml_layernorm_bf16(int rows, int n, const float *x, const float *scale, const float *bias,
+                      float eps, int plus_one, uint16_t *out, int ldo) {
+    if (n > LN_BF16_MAX || ldo < n) return -1;
+    ln_bf16_job j = {active_ops(), n, plus_one, ldo, x, scale, bias, eps, out};
+    ml_parallel_for(rows, n > 0 ? PAR_MIN / n + 1 : rows, ln_bf16_tasks, &j);
+    return 0;
+}
+
+void ml_to_bf16(const float *x, uint16_t *out, int n) {
+    const ml_ops_impl *ops = active_ops();
+    if (ops) ops->to_bf16(x, out, n);
+    else
+        for (int i = 0; i < n; i++) out[i] = ml_f32_to_bf16(x[i]);
 }
 
 /* Element-wise ops split into 4096-float chunks across the pool. */

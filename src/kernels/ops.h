@@ -2,12 +2,20 @@
 #ifndef ML_KERNELS_OPS_H
 #define ML_KERNELS_OPS_H
 
+#include <stdint.h>
+
 /* LayerNorm over rows of width n: (x-mean)/sqrt(var+eps) * s + b, where
  * s = scale (CLIP) or 1 + scale (MagicLens' fusion layers: plus_one = 1).
  * In-place allowed (out == x). */
 void ml_layernorm(int rows, int n, const float *x, const float *scale, const float *bias,
                   float eps, int plus_one, float *out);
 
+/* The same, each output row rounded to bf16 (round to nearest even) at
+ * out + r * ldo; columns n..ldo are not written.  -1 (nothing done) for
+ * rows wider than 4096. */
+int ml_layernorm_bf16(int rows, int n, const float *x, const float *scale, const float *bias,
+                      float eps, int plus_one, uint16_t *out, int ldo);
+void ml_to_bf16(const float *x, uint16_t *out, int n); /* as ml_f32_to_bf16 */
 void ml_quick_gelu(float *x, long n); /* x * sigmoid(1.702 x) */
 void ml_relu(float *x, long n);
 void ml_add(float *y, const float *x, long n); /* y += x */

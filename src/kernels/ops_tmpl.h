@@ -2,6 +2,7 @@
  * ops_avx2.c and ops_avx512.c after gemm_simd.h. */
 #include <math.h>
 
+#include "kernels/bf16.h"
 #include "kernels/gemm_isa.h"
 
 #include "kernels/ops_vexp.h"
@@ -184,4 +185,36 @@ static void softmax_row(float *x, int n, float scale) {
     }
 }
 
-const ml_ops_impl ML_ISA_NAME(ml_ops) = {quick_gelu, add, layernorm_row, softmax_row};
+/* float -> bf16 with integer operations (no AVX512-BF16 needed), bit for
+ * bit ml_f32_to_bf16: round to nearest even, NaN -> quiet NaN. */
+#if defined(ML_SIMD_AVX512)
+static void to_bf16(const float *x, uint16_t *out, int n) {
+    const __m512i bias = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1), quiet = _mm512_set1_epi32(0x40);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 f = _mm512_loadu_ps(x + i);
+        __m512i u = _mm512_castps_si512(f), hi = _mm512_srli_epi32(u, 16);
+        __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, bias), _mm512_and_si512(hi, one)), 16);
+        r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q), _mm512_or_si512(hi, quiet));
+        _mm256_storeu_si256((__m256i *)(out + i), _mm512_cvtepi32_epi16(r));
+    }
+    for (; i < n; i++) out[i] = ml_f32_to_bf16(x[i]);
+}
+#else
+static void to_bf16(const float *x, uint16_t *out, int n) {
+    const __m256i bias = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1), quiet = _mm256_set1_epi32(0x40);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 f = _mm256_loadu_ps(x + i);
+        __m256i u = _mm256_castps_si256(f), hi = _mm256_srli_epi32(u, 16);
+        __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, bias), _mm256_and_si256(hi, one)), 16);
+        __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q));
+        r = _mm256_blendv_epi8(r, _mm256_or_si256(hi, quiet), nan);
+        __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
+        _mm_storeu_si128((__m128i *)(out + i), _mm256_castsi256_si128(p));
+    }
+    for (; i < n; i++) out[i] = ml_f32_to_bf16(x[i]);
+}
+#endif
+
+const ml_ops_impl ML_ISA_NAME(ml_ops) = {quick_gelu, add, layernorm_row, softmax_row, to_bf16};

@@ -6,6 +6,9 @@
 #ifndef ML_KERNELS_PRECISION_H
 #define ML_KERNELS_PRECISION_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "kernels/cpu.h"
 #include "magiclens.h"
 
@@ -29,6 +32,21 @@ void ml_gemm_packed(int M, const float *A, int lda, const ml_packed *B, const fl
  * separate pass over C. */
 void ml_gemm_packed_gelu(int M, const float *A, int lda, const ml_packed *B, const float *bias,
                          float *C, int ldc);
+
+/* The bf16 pipeline (bf16 activations between the layers, clip.c): A is
+ * bf16 [M, lda] with lda >= the packed K (B's K rounded up to 32); columns
+ * K..that must be zero, and rows up to M rounded up to 32 must be readable
+ * (the AMX tiles read whole 16-row blocks; a row's result depends on that
+ * row only, so their contents do not matter).  The result goes to exactly
+ * one of C (float32; flags may add ML_GEMM_ACCUMULATE) or Cb (bf16, rounded
+ * to nearest even), with row stride ldc; ML_GEMM_GELU applies quick_gelu
+ * after the bias.  B must be packed bf16.  On AMX it is one pass with no
+ * conversions; elsewhere it goes through float32 (slow, for tests). */
+enum { ML_GEMM_ACCUMULATE = 1, ML_GEMM_GELU = 2 };
+void ml_gemm_bf16(int M, const uint16_t *A, int lda, const ml_packed *B, const float *bias,
+                  float *C, uint16_t *Cb, int ldc, int flags);
+int ml_packed_k(const ml_packed *p); /* K as packed (a multiple of 32 or 64) */
+int ml_packed_native_bf16(const ml_packed *p); /* 1: ml_gemm_bf16 runs without the float32 detour */
 
 const char *ml_precision_name(ml_precision p);
 int ml_precision_parse(const char *name); /* -1 if unknown */

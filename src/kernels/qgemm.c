@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/mem.h"
 #include "core/threads.h"
+#include "kernels/bf16.h"
 #include "kernels/gemm.h"
 #include "kernels/ops.h"
 #include "kernels/qgemm_internal.h"
@@ -25,22 +26,6 @@
 #define QG_INT8_MAX_K 65536      /* 255 * 127 * K must fit an int32 */
 
 /* ---- scalar conversions (also the reference for the SIMD packers) ---- */
-
-/* float -> bf16, round to nearest even; NaN stays a (quiet) NaN. */
-static uint16_t f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static float bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 
 static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
@@ -55,7 +40,7 @@ static void pack_bf16(const float *B, int K, int N, ml_packed *p) {
         for (int k = 0; k < K; k++)
             for (int c = 0; c < QG_NR && pn * QG_NR + c < N; c++)
                 dst[(size_t)(k / 2) * 32 + c * 2 + k % 2] =
-                    f32_to_bf16(B[(size_t)k * N + pn * QG_NR + c]);
+                    ml_f32_to_bf16(B[(size_t)k * N + pn * QG_NR + c]);
     }
 }
 
@@ -145,13 +130,17 @@ void ml_packed_free(ml_packed *p) {
 
 size_t ml_packed_bytes(const ml_packed *p) { return p ? p->bytes + sizeof *p : 0; }
 
+int ml_packed_k(const ml_packed *p) { return p->Kp; }
+
+int ml_packed_native_bf16(const ml_packed *p) { return p->prec == ML_PREC_BF16 && p->kernel == QG_AMX; }
+
 /* ---- activation packing (portable) ---- */
 
 static void ref_pack_bf16(const float *A, int lda, int K, int Kp, uint16_t *dst, int r0, int r1) {
     for (int i = r0; i < r1; i++) {
         uint16_t *d = dst + (size_t)i * Kp;
         const float *a = A + (size_t)i * lda;
-        for (int k = 0; k < K; k++) d[k] = f32_to_bf16(a[k]);
+        for (int k = 0; k < K; k++) d[k] = ml_f32_to_bf16(a[k]);
         for (int k = K; k < Kp; k++) d[k] = 0;
     }
 }
@@ -195,10 +184,10 @@ void qg_ref_bf16(const qg_job *j, int i0, int i1, int p0, int p1) {
             const uint16_t *a = (const uint16_t *)j->A->a + (size_t)i * Kp;
             float acc[QG_NR] = {0};
             for (int kp = 0; kp < Kp / 2; kp++) {
-                float a0 = bf16_to_f32(a[2 * kp]), a1 = bf16_to_f32(a[2 * kp + 1]);
+                float a0 = ml_bf16_to_f32(a[2 * kp]), a1 = ml_bf16_to_f32(a[2 * kp + 1]);
                 const uint16_t *b = w + (size_t)kp * 32;
                 for (int n = 0; n < QG_NR; n++)
-                    acc[n] += a0 * bf16_to_f32(b[2 * n]) + a1 * bf16_to_f32(b[2 * n + 1]);
+                    acc[n] += a0 * ml_bf16_to_f32(b[2 * n]) + a1 * ml_bf16_to_f32(b[2 * n + 1]);
             }
             store_row(j, i, p, acc);
         }
@@ -370,6 +359,8 @@ typedef struct amx_job {
     float *C;
     int M, lda, ldc, accumulate, gelu;
     int mblocks, mparts, nparts, pb;
+    const uint16_t *Ab; /* bf16 A read in place (then A is NULL), row stride lda */
+    uint16_t *Cb;       /* bf16 C instead of C, row stride ldc */
 } amx_job;
 
 /* Packs local rows [r0, r1) into the AMX blocked layout (qg_amx_task).
@@ -418,6 +409,13 @@ static void run_amx(void *ctx, int begin, int end) {
         int q1 = 2 * (int)((long long)pairs * (np + 1) / aj->nparts);
         if (q1 > B->panels) q1 = B->panels;
         if (r0 >= r1 || q0 >= q1) continue;
+        if (aj->Ab) { /* bf16 rows: the tiles read them where they are */
+            qg_act act = {r1 - r0, round_up(r1 - r0, QG_MPAD), B->Kp, (void *)(aj->Ab + (size_t)r0 * aj->lda), NULL, NULL};
+            qg_job j = {B, &act, aj->bias, aj->C ? aj->C + (size_t)r0 * aj->ldc : NULL, aj->ldc, aj->accumulate,
+                        aj->gelu, aj->Cb ? aj->Cb + (size_t)r0 * aj->ldc : NULL, (size_t)aj->lda * 2};
+            qg_amx_task(&j, q0, q1, aj->pb, NULL, NULL);
+            continue;
+        }
         qg_act act;
         act.M = r1 - r0, act.Mp = round_up(act.M, QG_MPAD), act.Kp = B->Kp;
         size_t abytes = (size_t)act.Mp * act.Kp * (B->prec == ML_PREC_BF16 ? 2 : 1);
@@ -432,7 +430,7 @@ static void run_amx(void *ctx, int begin, int end) {
         act.scale = B->prec == ML_PREC_INT8 ? (float *)(s + abytes + rowb) : NULL;
         act.zero = B->prec == ML_PREC_INT8 ? (int32_t *)(s + abytes + rowb + (size_t)act.Mp * 4) : NULL;
         pack_job pj = {B, aj->A + (size_t)r0 * aj->lda, aj->lda, &act, s + abytes};
-        qg_job j = {B, &act, aj->bias, aj->C + (size_t)r0 * aj->ldc, aj->ldc, aj->accumulate, aj->gelu};
+        qg_job j = {B, &act, aj->bias, aj->C + (size_t)r0 * aj->ldc, aj->ldc, aj->accumulate, aj->gelu, NULL, 0};
         qg_amx_task(&j, q0, q1, aj->pb, amx_pack, &pj);
     }
 }
@@ -440,9 +438,9 @@ static void run_amx(void *ctx, int begin, int end) {
 /* Splits the threads into mparts row ranges x nparts panel ranges: rows
  * when there are enough row blocks (each row range packs its rows once),
  * panels for short M (text tower). */
-static void gemm_amx(int M, const float *A, int lda, const ml_packed *B, const float *bias,
-                     float *C, int ldc, int accumulate, int gelu) {
-    amx_job aj = {B, A, bias, C, M, lda, ldc, accumulate, gelu, 0, 1, 1, 2};
+static void gemm_amx(amx_job aj) {
+    const ml_packed *B = aj.B;
+    int M = aj.M;
     aj.mblocks = (M + QG_MPAD - 1) / QG_MPAD;
     int T = ml_num_threads();
     long long work = (long long)M * B->N * B->Kp;
@@ -471,7 +469,7 @@ void ml_gemm_packed(int M, const float *A, int lda, const ml_packed *B, const fl
     }
 #if defined(__x86_64__)
     if (B->kernel == QG_AMX) {
-        gemm_amx(M, A, lda, B, bias, C, ldc, accumulate, 0);
+        gemm_amx((amx_job){B, A, bias, C, M, lda, ldc, accumulate, 0, 0, 1, 1, 2, NULL, NULL});
         return;
     }
 #endif
@@ -485,7 +483,7 @@ void ml_gemm_packed(int M, const float *A, int lda, const ml_packed *B, const fl
     }
     pack_job pj = {B, A, lda, &act, NULL};
     ml_parallel_for((M + 15) / 16, 2, pack_rows, &pj);
-    task_job tj = {{B, &act, bias, C, ldc, accumulate, 0}, kernel_fn(B), 0, 0};
+    task_job tj = {{B, &act, bias, C, ldc, accumulate, 0, NULL, 0}, kernel_fn(B), 0, 0};
     tj.n_mblocks = (act.Mp + QG_MB - 1) / QG_MB;
     tj.pb = panel_block(B, tj.n_mblocks);
     int n_pblocks = (B->panels + tj.pb - 1) / tj.pb;
@@ -498,7 +496,7 @@ void ml_gemm_packed_gelu(int M, const float *A, int lda, const ml_packed *B, con
     if (M <= 0 || !B) return;
 #if defined(__x86_64__)
     if (B->kernel == QG_AMX && B->prec != ML_PREC_FP32) {
-        gemm_amx(M, A, lda, B, bias, C, ldc, 0, 1);
+        gemm_amx((amx_job){B, A, bias, C, M, lda, ldc, 0, 1, 0, 1, 1, 2, NULL, NULL});
         return;
     }
 #endif
@@ -506,6 +504,45 @@ void ml_gemm_packed_gelu(int M, const float *A, int lda, const ml_packed *B, con
     if (ldc == B->N) ml_quick_gelu(C, (long)M * B->N);
     else
         for (int i = 0; i < M; i++) ml_quick_gelu(C + (size_t)i * ldc, B->N);
+}
+
+/* ---- bf16 activations (the AMX bf16 pipeline of clip.c) ---- */
+
+/* Elsewhere than AMX, through float32: A widened, the float32-input
+ * product, the result rounded.  Same bf16 operands, so the same result up
+ * to summation order; slow, but every kernel can run the pipeline. */
+static void gemm_bf16_via_f32(int M, const uint16_t *A, int lda, const ml_packed *B,
+                              const float *bias, float *C, uint16_t *Cb, int ldc, int flags) {
+    int K = B->K, N = B->N;
+    float *a = ml_malloc(sizeof(float) * ((size_t)M * K + (Cb ? (size_t)M * N : 0)), NULL);
+    if (!a) {
+        fprintf(stderr, "magiclens: out of memory for %d x %d bf16 activations\n", M, K);
+        abort();
+    }
+    for (int i = 0; i < M; i++)
+        for (int k = 0; k < K; k++) a[(size_t)i * K + k] = ml_bf16_to_f32(A[(size_t)i * lda + k]);
+    float *c = Cb ? a + (size_t)M * K : C;
+    int ld = Cb ? N : ldc;
+    if (flags & ML_GEMM_GELU) ml_gemm_packed_gelu(M, a, K, B, bias, c, ld);
+    else ml_gemm_packed(M, a, K, B, bias, c, ld, (flags & ML_GEMM_ACCUMULATE) != 0);
+    if (Cb)
+        for (int i = 0; i < M; i++)
+            for (int n = 0; n < N; n++) Cb[(size_t)i * ldc + n] = ml_f32_to_bf16(c[(size_t)i * N + n]);
+    free(a);
+}
+
+void ml_gemm_bf16(int M, const uint16_t *A, int lda, const ml_packed *B, const float *bias,
+                  float *C, uint16_t *Cb, int ldc, int flags) {
+    if (M <= 0 || !B || B->prec != ML_PREC_BF16 || !C == !Cb || (Cb && (flags & ML_GEMM_ACCUMULATE)))
+        return;
+#if defined(__x86_64__)
+    if (B->kernel == QG_AMX) {
+        gemm_amx((amx_job){B, NULL, bias, C, M, lda, ldc, (flags & ML_GEMM_ACCUMULATE) != 0,
+                           (flags & ML_GEMM_GELU) != 0, 0, 1, 1, 2, A, Cb});
+        return;
+    }
+#endif
+    gemm_bf16_via_f32(M, A, lda, B, bias, C, Cb, ldc, flags);
 }
 
 /* ---- names ---- */

@@ -106,21 +106,31 @@ static inline __attribute__((always_inline)) void epi_rows(const qg_job *j, qg_e
             __m512 s = _mm512_mul_ps(_mm512_set1_ps(j->A->scale[row]), e->sw[h]);
             v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, zc)), s);
         }
-        float *c = j->C + (size_t)row * j->ldc + (e->p + h) * QG_NR;
+        size_t at = (size_t)row * j->ldc + (size_t)(e->p + h) * QG_NR;
         if (j->bias) v = _mm512_add_ps(v, e->bias[h]);
         if (j->gelu) v = qg_quick_gelu(v);
-        if (j->accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(e->m[h], c));
-        _mm512_mask_storeu_ps(c, e->m[h], v);
+        if (j->Cb) { /* bf16 out: the next layer's operand, half the bytes */
+            _mm256_mask_storeu_epi16(j->Cb + at, e->m[h], (__m256i)_mm512_cvtneps_pbh(v));
+            continue;
+        }
+        if (j->accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(e->m[h], j->C + at));
+        _mm512_mask_storeu_ps(j->C + at, e->m[h], v);
     }
 }
 
 /* ---- kernels: one k step = 64 bytes of K (32 bf16 / 64 u8) ----
- * A is in the task's blocked layout (see qg_amx_task): k step s of a 32-row
- * block is 2 KiB at s * 2048, rows 0-15 then rows 16-31, 64 bytes a row.
+ * A's layout is described by qg_alay: in the task's blocked layout (see
+ * qg_amx_task) k step s of a 32-row block is 2 KiB at s * 2048, rows 0-15
+ * then rows 16-31 at +1024, 64 bytes a row; a row-major bf16 A read in place
+ * has k step s at s * 64, rows 16-31 at 16 rows on, rows `ld` bytes apart.
  * B's k step s of a panel is the 1 KiB tile at s * 1024. */
+typedef struct qg_alay {
+    size_t step, half, ld; /* bytes: next k step, rows 16-31, next row */
+} qg_alay;
 
 #define QG_BLOCK2(name, dp, esz, bf)                                                      \
-    static void name(const qg_job *j, qg_epi *e, qg_side *sd, const char *a, int i, int p) { \
+    static void name(const qg_job *j, qg_epi *e, qg_side *sd, const qg_alay *al, const char *a, \
+                     int i, int p) {                                                      \
         int steps = j->A->Kp * (esz) / 64; /* bf16: Kp/32, u8: Kp/64 */                  \
         int cnt = 0;                                                                      \
         int per = (64 + steps - 1) / steps, upto = e->done; /* epilogue rows a step */  \
@@ -130,13 +140,13 @@ static inline __attribute__((always_inline)) void epi_rows(const qg_job *j, qg_e
         _tile_zero(2);                                                                    \
         _tile_zero(3);                                                                    \
         for (int s = 0; s < steps; s++) {                                                 \
-            const char *as = a + (size_t)s * 2048;                                        \
+            const char *as = a + (size_t)s * al->step;                                    \
             const char *bs0 = b0 + (size_t)s * 1024, *bs1 = b1 + (size_t)s * 1024;        \
             if ((esz) == 2) prefetch_b(bs0 + QG_PF_DIST, bs1 + QG_PF_DIST);               \
-            _tile_loadd(4, as, 64);                                                       \
+            _tile_loadd(4, as, al->ld);                                                   \
             _tile_loadd(6, bs0, 64);                                                      \
             _tile_loadd(7, bs1, 64);                                                      \
-            _tile_loadd(5, as + 1024, 64);                                                \
+            _tile_loadd(5, as + al->half, al->ld);                                        \
             dp(0, 4, 6);                                                                  \
             dp(1, 4, 7);                                                                  \
             dp(2, 5, 6);                                                                  \
@@ -158,16 +168,16 @@ static inline __attribute__((always_inline)) void epi_rows(const qg_job *j, qg_e
     }
 
 #define QG_BLOCK1(name, dp, esz, bf)                                                      \
-    static void name(const qg_job *j, qg_epi *e, const char *a, int i, int p) {           \
+    static void name(const qg_job *j, qg_epi *e, const qg_alay *al, const char *a, int i, int p) { \
         int steps = j->A->Kp * (esz) / 64;                                                \
         const char *b0 = qg_panel(j->B, p);                                               \
         epi_rows(j, e, 64, bf);                                                           \
         _tile_zero(0);                                                                    \
         _tile_zero(2);                                                                    \
         for (int s = 0; s < steps; s++) {                                                 \
-            const char *as = a + (size_t)s * 2048;                                        \
-            _tile_loadd(4, as, 64);                                                       \
-            _tile_loadd(5, as + 1024, 64);                                                \
+            const char *as = a + (size_t)s * al->step;                                    \
+            _tile_loadd(4, as, al->ld);                                                   \
+            _tile_loadd(5, as + al->half, al->ld);                                        \
             _tile_loadd(6, b0 + (size_t)s * 1024, 64);                                    \
             dp(0, 4, 6);                                                                  \
             dp(2, 5, 6);                                                                  \
@@ -180,14 +190,15 @@ static inline __attribute__((always_inline)) void epi_rows(const qg_job *j, qg_e
 /* The last row block when it has <= 16 rows (small M, the tail of a task):
  * one A tile, up to 2 panels, half the tile products of a full block. */
 #define QG_HALF(name, dp, esz, bf)                                                        \
-    static void name(const qg_job *j, qg_epi *e, const char *a, int i, int p, int np) {   \
+    static void name(const qg_job *j, qg_epi *e, const qg_alay *al, const char *a, int i, int p, \
+                     int np) {                                                            \
         int steps = j->A->Kp * (esz) / 64;                                                \
         const char *b0 = qg_panel(j->B, p), *b1 = qg_panel(j->B, p + np - 1);             \
         epi_rows(j, e, 64, bf);                                                           \
         _tile_zero(0);                                                                    \
         _tile_zero(1);                                                                    \
         for (int s = 0; s < steps; s++) {                                                 \
-            _tile_loadd(4, a + (size_t)s * 2048, 64);                                     \
+            _tile_loadd(4, a + (size_t)s * al->step, al->ld);                             \
             _tile_loadd(6, b0 + (size_t)s * 1024, 64);                                    \
             _tile_loadd(7, b1 + (size_t)s * 1024, 64);                                    \
             dp(0, 4, 6);                                                                  \
@@ -215,7 +226,9 @@ QG_BLOCK1(int8_block1, _tile_dpbusd, 1, 0)
 void qg_amx_task(const qg_job *j, int p0, int p1, int pb, qg_pack_fn pack, void *pctx) {
     int bf = j->B->prec == ML_PREC_BF16, M = j->A->M;
     int steps = j->A->Kp * (bf ? 2 : 1) / 64;
-    size_t blk = (size_t)32 * j->A->Kp * (bf ? 2 : 1);
+    /* A: the blocked scratch (1 KiB tiles), or row-major bf16 in place */
+    size_t blk = j->a_ld ? 32 * j->a_ld : (size_t)32 * j->A->Kp * (bf ? 2 : 1);
+    qg_alay al = j->a_ld ? (qg_alay){64, 16 * j->a_ld, j->a_ld} : (qg_alay){2048, 1024, 64};
     qg_epi e;
     e.i = e.p = e.np = e.nr = 0, e.done = 64;
     qg_side sd = {pack, pctx, 0, 0, 1};
@@ -223,7 +236,7 @@ void qg_amx_task(const qg_job *j, int p0, int p1, int pb, qg_pack_fn pack, void 
     for (int q0 = p0; q0 < p1; q0 += pb) {
         int q1 = q0 + pb < p1 ? q0 + pb : p1;
         for (int i = 0; i < M; i += 32) {
-            if (q0 == p0) {
+            if (q0 == p0 && pack) {
                 /* finish this block's rows, then spread the next block's
                  * over the k steps of this one's panel pairs */
                 int end = i + 32 < M ? i + 32 : M;
@@ -244,17 +257,17 @@ void qg_amx_task(const qg_job *j, int p0, int p1, int pb, qg_pack_fn pack, void 
             if (M - i <= 16) { /* short last block */
                 for (; p < q1; p += 2) {
                     int np = q1 - p < 2 ? 1 : 2;
-                    if (bf) bf16_half(j, &e, a, i, p, np);
-                    else int8_half(j, &e, a, i, p, np);
+                    if (bf) bf16_half(j, &e, &al, a, i, p, np);
+                    else int8_half(j, &e, &al, a, i, p, np);
                 }
                 continue;
             }
             if (bf) {
-                for (; p + 2 <= q1; p += 2) bf16_block2(j, &e, &sd, a, i, p);
-                if (p < q1) bf16_block1(j, &e, a, i, p);
+                for (; p + 2 <= q1; p += 2) bf16_block2(j, &e, &sd, &al, a, i, p);
+                if (p < q1) bf16_block1(j, &e, &al, a, i, p);
             } else {
-                for (; p + 2 <= q1; p += 2) int8_block2(j, &e, &sd, a, i, p);
-                if (p < q1) int8_block1(j, &e, a, i, p);
+                for (; p + 2 <= q1; p += 2) int8_block2(j, &e, &sd, &al, a, i, p);
+                if (p < q1) int8_block1(j, &e, &al, a, i, p);
             }
         }
     }

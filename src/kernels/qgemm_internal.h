@@ -62,7 +62,10 @@ typedef struct qg_job {
     const float *bias;
     float *C;
     int ldc, accumulate;
-    int gelu; /* AMX only: quick_gelu after the bias (with accumulate = 0) */
+    int gelu;     /* AMX only: quick_gelu after the bias (with accumulate = 0) */
+    uint16_t *Cb; /* AMX only: bf16 output [M, ldc] instead of C (accumulate = 0) */
+    size_t a_ld;  /* AMX only: 0 = A packed by the task; else A->a is row-major
+                   * bf16 with rows a_ld bytes apart (read by the tiles in place) */
 } qg_job;
 
 /* Panel p's packed data (bf16 or int8), 64 bytes per k group. */
@@ -83,8 +86,9 @@ void qg_ref_int8(const qg_job *j, int i0, int i1, int p0, int p1);
 void qg_avx512_bf16(const qg_job *j, int i0, int i1, int p0, int p1);
 void qg_avx512_int8(const qg_job *j, int i0, int i1, int p0, int p1);
 
-/* AMX: one task over all local rows of j->A (packed lazily by pack) and
- * panels [p0, p1) in L2 blocks of pb panels. */
+/* AMX: one task over all local rows of j->A (packed lazily by pack, or
+ * read in place when j->a_ld != 0 and pack is NULL) and panels [p0, p1) in
+ * L2 blocks of pb panels. */
 typedef void (*qg_pack_fn)(void *ctx, int r0, int r1);
 void qg_amx_task(const qg_job *j, int p0, int p1, int pb, qg_pack_fn pack, void *pctx);
 

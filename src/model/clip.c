@@ -5,6 +5,7 @@
  * per sequence. */
 #include <math.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -94,6 +95,87 @@ static void clip_block(const ml_clip_block *b, ml_precision prec, int nseq, int 
     ml_linear_forward(&b->proj, rows, s->ff, x, 1);
 }
 
+/* ---- the bf16 pipeline ----
+ * With bf16 weights on AMX, the activations between the layers are bf16
+ * too: the layer norms and the GEMM epilogues write bf16 directly and the
+ * products read it in place, so no layer output is written as float32 and
+ * converted again.  The operands are the same bf16 values the float32-
+ * activation path would have rounded them to (same rounding, same order),
+ * only the residual stream x stays float32. */
+
+typedef struct bf16_scratch {
+    uint16_t *h;   /* [Mp, Wp] layer-norm output */
+    uint16_t *qkv; /* [Mp, 3W] */
+    uint16_t *att; /* [Mp, Wp] attention output */
+    uint16_t *ff;  /* [Mp, Fp] MLP hidden (and the image patches, Fp >= their width) */
+    int Wp, Fp;
+} bf16_scratch;
+
+static int round32(int n) { return (n + 31) / 32 * 32; }
+
+/* Buffers zeroed once: the K padding columns (Wp - W, Fp - ff) must read
+ * as zero and nothing writes them; rows past `rows` (read by the AMX tiles
+ * in whole blocks, never used) start out zero as well. */
+static int bf16_scratch_alloc(bf16_scratch *s, size_t rows, int width, int ff, ml_error *err) {
+    memset(s, 0, sizeof *s);
+    size_t Mp = (rows + 31) / 32 * 32;
+    s->Wp = round32(width), s->Fp = round32(ff);
+    size_t nh = Mp * s->Wp, nq = Mp * 3 * (size_t)width, nf = Mp * s->Fp;
+    uint16_t *all = ml_aligned_alloc(sizeof(uint16_t) * (2 * nh + nq + nf), err);
+    if (!all) return -1;
+    memset(all, 0, sizeof(uint16_t) * (2 * nh + nq + nf));
+    s->h = all, s->att = all + nh, s->qkv = all + 2 * nh, s->ff = s->qkv + nq;
+    return 0;
+}
+
+static void bf16_scratch_free(bf16_scratch *s) { free(s->h); }
+
+typedef struct attn_bf16_job {
+    int T, width, heads, hd, ldo, causal, ntasks;
+    const uint16_t *qkv;
+    uint16_t *out;
+    const unsigned char *key_ok;
+    atomic_int next;
+} attn_bf16_job;
+
+static void attn_bf16_tasks(void *ctx, int begin, int end) {
+    attn_bf16_job *j = ctx;
+    (void)begin, (void)end;
+    float scale = 1.0f / sqrtf((float)j->hd);
+    int ld = 3 * j->width;
+    for (int t; (t = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->ntasks;) {
+        int seq = t / j->heads, h = t % j->heads;
+        const uint16_t *q = j->qkv + (size_t)seq * j->T * ld + (size_t)h * j->hd;
+        ml_attention_bf16(j->T, j->T, 1, j->hd, q, ld, q + j->width, ld, q + 2 * j->width, ld, scale,
+                          j->key_ok ? j->key_ok + (size_t)seq * j->T : NULL, j->causal,
+                          j->out + (size_t)seq * j->T * j->ldo + (size_t)h * j->hd, j->ldo);
+    }
+}
+
+/* clip_block with bf16 activations (same arguments). */
+static void clip_block_bf16(const ml_clip_block *b, int nseq, int T, int width, int heads,
+                            const unsigned char *key_ok, int causal, float *x, bf16_scratch *s) {
+    int rows = nseq * T;
+    ml_layernorm_bf16(rows, width, x, b->ln_1.scale, b->ln_1.bias, 1e-5f, 0, s->h, s->Wp);
+    ml_gemm_bf16(rows, s->h, s->Wp, b->qkv.packed, b->qkv.b, NULL, s->qkv, 3 * width, 0);
+    attn_bf16_job j = {T, width, heads, width / heads, s->Wp, causal, nseq * heads, s->qkv, s->att,
+                       key_ok, 0};
+    int parts = ml_num_threads() < j.ntasks ? ml_num_threads() : j.ntasks;
+    ml_parallel_for(parts, 1, attn_bf16_tasks, &j);
+    ml_gemm_bf16(rows, s->att, s->Wp, b->o.packed, b->o.b, x, NULL, width, ML_GEMM_ACCUMULATE);
+    ml_layernorm_bf16(rows, width, x, b->ln_2.scale, b->ln_2.bias, 1e-5f, 0, s->h, s->Wp);
+    ml_gemm_bf16(rows, s->h, s->Wp, b->fc.packed, b->fc.b, NULL, s->ff, s->Fp, ML_GEMM_GELU);
+    ml_gemm_bf16(rows, s->ff, s->Fp, b->proj.packed, b->proj.b, x, NULL, width, ML_GEMM_ACCUMULATE);
+}
+
+/* The bf16 pipeline runs where its products run natively (AMX) and the
+ * block widths fit its layer norm and attention. */
+static int use_bf16_pipeline(const ml_model *m, const ml_clip_block *b, int layers, int width,
+                             int heads) {
+    return m->precision == ML_PREC_BF16 && layers > 0 && b[0].qkv.packed &&
+           ml_packed_native_bf16(b[0].qkv.packed) && width <= 4096 && width % heads == 0;
+}
+
 /* Non-overlapping PxP patches of an HWC image, row-major patch order, each
  * flattened (ph, pw, c) to match the HWIO conv kernel viewed as [P*P*3, W]. */
 static void extract_patches(const float *img, int grid, int P, float *out) {
@@ -108,9 +190,67 @@ static void extract_patches(const float *img, int grid, int P, float *out) {
         }
 }
 
+/* x [n*T, W] <- class token, then the n*np patch embeddings pe, + positions. */
+static void vision_tokens(const ml_vision *v, int n, const float *pe, float *x) {
+    int T = v->tokens, W = v->width, np = v->grid * v->grid;
+    for (int i = 0; i < n; i++) {
+        float *xi = x + (size_t)i * T * W;
+        memcpy(xi, v->class_emb, sizeof(float) * W);
+        memcpy(xi + W, pe + (size_t)i * np * W, sizeof(float) * np * W);
+        ml_add(xi, v->pos_emb, (long)T * W);
+    }
+    ml_layernorm(n * T, W, x, v->ln_pre.scale, v->ln_pre.bias, 1e-5f, 0, x);
+}
+
+/* out [n, E] = proj(ln_post(class token of each image)); tmp: n*W floats. */
+static void vision_head(const ml_vision *v, int n, const float *x, float *tmp, float *out) {
+    int T = v->tokens, W = v->width;
+    for (int i = 0; i < n; i++)
+        ml_layernorm(1, W, x + (size_t)i * T * W, v->ln_post.scale, v->ln_post.bias, 1e-5f, 0, tmp + (size_t)i * W);
+    ml_gemm(n, v->proj.out, W, tmp, W, v->proj.w, v->proj.out, NULL, out, v->proj.out, 0);
+}
+
+/* The image tower on the bf16 pipeline: patches go to bf16 as they are
+ * cut out (in s.ff), their embeddings land in float32 in s.qkv's memory
+ * (free until the first block), then the blocks run on bf16 activations. */
+static int vision_forward_bf16(const ml_model *m, int n, const float *const *pixels, float *out_emb,
+                               ml_error *err) {
+    const ml_vision *v = &m->vision;
+    int T = v->tokens, W = v->width, np = v->grid * v->grid, pd = v->patch * v->patch * 3;
+    size_t rows = (size_t)n * T;
+    int ffw = v->blocks[0].fc.out;
+    bf16_scratch s;
+    float *x = ml_aligned_alloc(rows * W * sizeof(float), err);
+    int pdp = round32(pd);
+    if (!x || bf16_scratch_alloc(&s, rows, W, ffw > pdp ? ffw : pdp, err) != 0) {
+        free(x);
+        return -1;
+    }
+    int P = v->patch, S = v->grid * P;
+    for (int i = 0; i < n; i++)
+        for (int py = 0; py < v->grid; py++)
+            for (int px = 0; px < v->grid; px++) {
+                uint16_t *o = s.ff + ((size_t)i * np + (size_t)py * v->grid + px) * s.Fp;
+                for (int ph = 0; ph < P; ph++) {
+                    const float *src = pixels[i] + ((size_t)(py * P + ph) * S + (size_t)px * P) * 3;
+                    ml_to_bf16(src, o + (size_t)ph * P * 3, P * 3);
+                }
+            }
+    float *pe = (float *)(void *)s.qkv; /* [n*np, W] float: fits in [rows, 3W] bf16 */
+    ml_gemm_bf16(n * np, s.ff, s.Fp, v->patch_embed.packed, NULL, pe, NULL, W, 0);
+    vision_tokens(v, n, pe, x);
+    for (int l = 0; l < v->layers; l++) clip_block_bf16(&v->blocks[l], n, T, W, v->heads, NULL, 0, x, &s);
+    vision_head(v, n, x, (float *)(void *)s.qkv, out_emb);
+    free(x);
+    bf16_scratch_free(&s);
+    return 0;
+}
+
 int ml_vision_forward(const ml_model *m, int n, const float *const *pixels, float *out_emb,
                       ml_error *err) {
     const ml_vision *v = &m->vision;
+    if (v->patch_embed.packed && use_bf16_pipeline(m, v->blocks, v->layers, v->width, v->heads))
+        return vision_forward_bf16(m, n, pixels, out_emb, err);
     int T = v->tokens, W = v->width, np = v->grid * v->grid, pd = v->patch * v->patch * 3;
     size_t rows = (size_t)n * T;
     int ffw = v->blocks[0].fc.out;
@@ -126,20 +266,10 @@ int ml_vision_forward(const ml_model *m, int n, const float *const *pixels, floa
     for (int i = 0; i < n; i++) extract_patches(pixels[i], v->grid, v->patch, patches + (size_t)i * np * pd);
     /* Patch embeddings land in s.ff, then move behind each class token. */
     ml_linear_forward(&v->patch_embed, n * np, patches, s.ff, 0); /* [pd, W], no bias */
-    for (int i = 0; i < n; i++) {
-        float *xi = x + (size_t)i * T * W;
-        memcpy(xi, v->class_emb, sizeof(float) * W);
-        memcpy(xi + W, s.ff + (size_t)i * np * W, sizeof(float) * np * W);
-        ml_add(xi, v->pos_emb, (long)T * W);
-    }
-    ml_layernorm((int)rows, W, x, v->ln_pre.scale, v->ln_pre.bias, 1e-5f, 0, x);
+    vision_tokens(v, n, s.ff, x);
     for (int l = 0; l < v->layers; l++)
         clip_block(&v->blocks[l], (ml_precision)m->precision, n, T, W, v->heads, NULL, 0, x, &s);
-    for (int i = 0; i < n; i++) {
-        float *cls = s.h + (size_t)i * W;
-        ml_layernorm(1, W, x + (size_t)i * T * W, v->ln_post.scale, v->ln_post.bias, 1e-5f, 0, cls);
-    }
-    ml_gemm(n, v->proj.out, W, s.h, W, v->proj.w, v->proj.out, NULL, out_emb, v->proj.out, 0);
+    vision_head(v, n, x, s.h, out_emb);
     free(x);
     free(patches);
     scratch_free(&s);
@@ -158,11 +288,15 @@ int ml_text_forward(const ml_model *m, const int32_t *ids, float *out_emb, ml_er
     /* Causal attention: positions after the EOT token cannot change it. */
     int L = eot + 1;
     unsigned char key_ok[ML_MAX_SEQ];
-    float *x = ml_aligned_alloc((size_t)L * W * sizeof(float), err);
-    block_scratch s;
-    if (!x || scratch_alloc(&s, (size_t)L, W, t->blocks[0].fc.out, err) != 0) {
+    int bf = use_bf16_pipeline(m, t->blocks, t->layers, W, t->heads);
+    float *x = ml_aligned_alloc((size_t)(L + 1) * W * sizeof(float), err); /* + the final norm's row */
+    block_scratch s = {0};
+    bf16_scratch sb = {0};
+    if (!x || (bf ? bf16_scratch_alloc(&sb, (size_t)L, W, t->blocks[0].fc.out, err)
+                  : scratch_alloc(&s, (size_t)L, W, t->blocks[0].fc.out, err)) != 0) {
         free(x);
         scratch_free(&s);
+        bf16_scratch_free(&sb);
         return -1;
     }
     for (int i = 0; i < L; i++) {
@@ -170,11 +304,15 @@ int ml_text_forward(const ml_model *m, const int32_t *ids, float *out_emb, ml_er
         for (int c = 0; c < W; c++) x[(size_t)i * W + c] = e[c] + p[c];
         key_ok[i] = ids[i] > 0; /* id 0 is padding, even inside the text */
     }
-    for (int l = 0; l < t->layers; l++)
-        clip_block(&t->blocks[l], (ml_precision)m->precision, 1, L, W, t->heads, key_ok, 1, x, &s);
-    ml_layernorm(1, W, x + (size_t)eot * W, t->ln_final.scale, t->ln_final.bias, 1e-5f, 0, s.h);
-    ml_gemm(1, t->proj.out, W, s.h, W, t->proj.w, t->proj.out, NULL, out_emb, t->proj.out, 0);
+    for (int l = 0; l < t->layers; l++) {
+        if (bf) clip_block_bf16(&t->blocks[l], 1, L, W, t->heads, key_ok, 1, x, &sb);
+        else clip_block(&t->blocks[l], (ml_precision)m->precision, 1, L, W, t->heads, key_ok, 1, x, &s);
+    }
+    float *h = x + (size_t)L * W;
+    ml_layernorm(1, W, x + (size_t)eot * W, t->ln_final.scale, t->ln_final.bias, 1e-5f, 0, h);
+    ml_gemm(1, t->proj.out, W, h, W, t->proj.w, t->proj.out, NULL, out_emb, t->proj.out, 0);
     free(x);
     scratch_free(&s);
+    bf16_scratch_free(&sb);
     return 0;
 }

@@ -47,7 +47,8 @@ static void test_gemm(int M, int N, int K, int bias, int acc, int pad) {
     free(A), free(B), free(C), free(b), free(R);
 }
 
-/* direct: ml_attention (float32, 1e-5); else ml_attention_prec at `prec`
+/* direct 1: ml_attention (float32, 1e-5); 2: ml_attention_bf16 (bf16 in
+ * and out, the reference on the same rounded inputs); 0: ml_attention_prec at `prec`
  * (fp32: the same bound; bf16 / int8: bf16 operands where the ISA has a
  * kernel, so the bound of bf16 rounding of q, k, p and v). */
 static void test_attention_at(int direct, ml_precision prec, int T, int heads, int hd, int causal, int use_mask,
@@ -64,7 +65,36 @@ static void test_attention_at(int direct, ml_precision prec, int T, int heads, i
     for (int i = 0; i < T; i++) ok[i] = use_mask ? (i % 3 != 1 && i > 1) : 1;
     float scale = 1.0f / sqrtf((float)hd);
     for (int i = 0; i < T * W; i++) o[i] = NAN; /* every output must be written */
-    if (direct)
+    if (direct == 2) { /* bf16 in and out, strided; no qscale or cap */
+        int ld = W + 32;
+        uint16_t *b = malloc(sizeof(uint16_t) * (size_t)T * ld * 4);
+        for (int i = 0; i < hd; i++) qs[i] = 1.0f;
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < W; c++) {
+                float *src[3] = {q, k, v};
+                for (int m = 0; m < 3; m++) {
+                    float *f = &src[m][t * W + c];
+                    uint32_t u;
+                    memcpy(&u, f, 4);
+                    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+                    memcpy(f, &u, 4); /* the reference sees the rounded values */
+                    b[(size_t)m * T * ld + (size_t)t * ld + c] = (uint16_t)(u >> 16);
+                }
+            }
+        uint16_t *ob = b + (size_t)3 * T * ld;
+        for (size_t i = 0; i < (size_t)T * ld; i++) ob[i] = 0x7fc0;
+        CHECK(ml_attention_bf16(T, T, heads, hd, b, ld, b + (size_t)T * ld, ld, b + (size_t)2 * T * ld, ld,
+                                scale, use_mask ? ok : NULL, causal, ob, ld) == 0);
+        int pad = 0;
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < ld; c++) {
+                uint32_t u = (uint32_t)ob[(size_t)t * ld + c] << 16;
+                if (c >= W) pad += u != 0x7fc00000u;
+                else memcpy(&o[t * W + c], &u, 4);
+            }
+        CHECK_MSG(pad == 0, "attention bf16: %d writes past the heads", pad);
+        free(b);
+    } else if (direct)
         ml_attention(T, T, heads, hd, q, W, k, W, v, W, scale, qs, cap, use_mask ? ok : NULL, causal,
                      o, W);
     else
@@ -93,7 +123,7 @@ static void test_attention_at(int direct, ml_precision prec, int T, int heads, i
                 worst = isnan(e) ? INFINITY : fmax(worst, e);
             }
         }
-    double tol = prec == ML_PREC_FP32 ? 1e-5 : 3e-2;
+    double tol = prec == ML_PREC_FP32 && direct != 2 ? 1e-5 : 3e-2;
     CHECK_MSG(worst < tol, "%s attention (%s) T=%d heads=%d hd=%d causal=%d mask=%d cap=%g: err %g",
               g_isa, ml_precision_name(prec), T, heads, hd, causal, use_mask, cap, worst);
     if (getenv("ML_TEST_VERBOSE"))
@@ -108,6 +138,16 @@ static void test_attention(int T, int heads, int hd, int causal, int use_mask, f
     test_attention_at(0, ML_PREC_FP32, T, heads, hd, causal, use_mask, cap);
     test_attention_at(0, ML_PREC_BF16, T, heads, hd, causal, use_mask, cap);
     test_attention_at(0, ML_PREC_INT8, T, heads, hd, causal, use_mask, cap);
+    if (cap == 0) test_attention_at(2, ML_PREC_BF16, T, heads, hd, causal, use_mask, cap);
+}
+
+/* Mean and 1 / sqrt(variance + 1e-5) of a row, in double. */
+static void row_moments(const float *xr, int n, double *mean, double *inv) {
+    double m = 0, var = 0;
+    for (int i = 0; i < n; i++) m += xr[i];
+    m /= n;
+    for (int i = 0; i < n; i++) var += (xr[i] - m) * (xr[i] - m);
+    *mean = m, *inv = 1.0 / sqrt(var / n + 1e-5);
 }
 
 /* Rows of width n with a large offset (the mean must not eat the variance). */
@@ -121,18 +161,41 @@ static void test_layernorm(int rows, int n, float offset) {
         double worst = 0;
         for (int r = 0; r < rows; r++) {
             const float *xr = x + (size_t)r * n;
-            double m = 0, var = 0;
-            for (int i = 0; i < n; i++) m += xr[i];
-            m /= n;
-            for (int i = 0; i < n; i++) var += (xr[i] - m) * (xr[i] - m);
-            var /= n;
+            double m, inv;
+            row_moments(xr, n, &m, &inv);
             for (int i = 0; i < n; i++) {
-                double e = (xr[i] - m) / sqrt(var + 1e-5) * (plus ? 1 + s[i] : s[i]) + b[i];
+                double e = (xr[i] - m) * inv * (plus ? 1 + s[i] : s[i]) + b[i];
                 worst = fmax(worst, fabs(e - o[(size_t)r * n + i]));
             }
         }
         CHECK_MSG(worst < 1e-5, "%s layernorm %dx%d plus_one=%d err %g", g_isa, rows, n, plus, worst);
     }
+    /* bf16 output (strided, padding columns untouched): within half a bf16
+     * step of the exact value, plus the float32 allowance */
+    int ldo = n + 5, badb = 0, pad = 0;
+    uint16_t *ob = malloc(sizeof(uint16_t) * rows * ldo);
+    for (int i = 0; i < rows * ldo; i++) ob[i] = 0xbeef;
+    CHECK(ml_layernorm_bf16(rows, n, x, s, b, 1e-5f, 0, ob, ldo) == 0);
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * n;
+        double m, inv;
+        row_moments(xr, n, &m, &inv);
+        for (int i = 0; i < ldo; i++) {
+            uint16_t h = ob[(size_t)r * ldo + i];
+            if (i >= n) {
+                pad += h != 0xbeef;
+                continue;
+            }
+            uint32_t u = (uint32_t)h << 16;
+            float got;
+            memcpy(&got, &u, 4);
+            double e = (xr[i] - m) * inv * s[i] + b[i];
+            badb += !(fabs(got - e) <= fabs(e) / 256 + 1e-5);
+        }
+    }
+    CHECK_MSG(badb == 0 && pad == 0, "%s layernorm_bf16 %dx%d: %d off, %d padding writes", g_isa, rows,
+              n, badb, pad);
+    free(ob);
     ml_layernorm(rows, n, x, s, b, 1e-5f, 0, x); /* in place */
     ml_layernorm(rows, n, o, s, b, 1e-5f, 0, o);
     free(x), free(o), free(s), free(b);
@@ -159,6 +222,39 @@ static void test_elementwise(long n) {
     for (long i = 0; i < n; i++) bad += y[i] != x[i] + z[i];
     CHECK_MSG(bad == 0, "%s add n=%ld: %d wrong", g_isa, n, bad);
     free(x), free(y), free(z);
+}
+
+/* ml_to_bf16 bit for bit against round-to-nearest-even done here in
+ * integers: ties both ways, signs, denormals, infinities, NaN. */
+static void test_to_bf16(void) {
+    uint32_t special[] = {0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0xbf808000u, 0x00000001u,
+                          0x7f7fffffu, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffa00001u, 0};
+    enum { N = 1000 };
+    float x[N];
+    uint16_t got[N];
+    for (int i = 0; i < N; i++) {
+        rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        uint32_t u = i < 11 ? special[i] : (uint32_t)(rng >> 32);
+        if (i >= 11 && (u & 0x7f800000u) == 0x7f800000u) u &= 0xbfffffffu; /* keep random ones finite */
+        memcpy(&x[i], &u, 4);
+    }
+    for (int n = N; n >= N - 20; n -= 7) {
+        memset(got, 0, sizeof got);
+        ml_to_bf16(x, got, n);
+        int bad = 0;
+        for (int i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, &x[i], 4);
+            uint16_t want;
+            if ((u & 0x7fffffffu) > 0x7f800000u) want = (uint16_t)((u >> 16) | 0x40u);
+            else {
+                uint32_t low = u & 0xffffu, hi = u >> 16;
+                want = (uint16_t)(hi + (low > 0x8000u || (low == 0x8000u && (hi & 1u))));
+            }
+            bad += got[i] != want;
+        }
+        CHECK_MSG(bad == 0, "%s to_bf16 n=%d: %d wrong", g_isa, n, bad);
+    }
 }
 
 static void test_softmax(int n, int masked) {
@@ -190,6 +286,7 @@ static void run_all(void) {
         test_elementwise(100003);
         test_elementwise(7);
     }
+    test_to_bf16();
     test_attention(7, 2, 8, 0, 0, 0);
     test_attention(9, 3, 4, 1, 1, 0);
     test_attention(2, 4, 16, 0, 0, 50.0f);

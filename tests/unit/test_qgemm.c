@@ -271,8 +271,90 @@ static void test_gelu(void) {
     free(A), free(B), free(bias), free(C1), free(C2);
 }
 
+/* ml_gemm_bf16 (bf16 activations in, float32 or bf16 out) against
+ * ml_gemm_packed on the same bf16 values, on every path: float32 out must
+ * match to summation order, bf16 out must be that result rounded (one bf16
+ * step of slack for a float that lands near a rounding boundary).  Rows
+ * M..Mp of A hold NaN: the AMX tiles read them, and they must not leak
+ * into real rows; C's rows past M and columns past N stay untouched. */
+static void bf16_in_case(int M, int N, int K, int flags, ml_isa isa) {
+    int lda = ((K + 31) / 32) * 32 + 32, ldc = N + 3, Mp = (M + 31) / 32 * 32;
+    uint16_t *Ab = calloc((size_t)Mp * lda, 2), *Cb = malloc((size_t)Mp * ldc * 2);
+    float *A = malloc(sizeof(float) * (size_t)M * K), *B = malloc(sizeof(float) * (size_t)K * N);
+    float *bias = malloc(sizeof(float) * N), *C1 = malloc(sizeof(float) * (size_t)Mp * ldc);
+    float *C2 = malloc(sizeof(float) * (size_t)Mp * ldc);
+    for (int i = 0; i < M; i++)
+        for (int k = 0; k < K; k++) {
+            float v = bf16_round(2.0f * frand()), *f = &A[(size_t)i * K + k];
+            *f = v;
+            uint32_t u;
+            memcpy(&u, f, 4);
+            Ab[(size_t)i * lda + k] = (uint16_t)(u >> 16);
+        }
+    for (size_t i = (size_t)M * lda; i < (size_t)Mp * lda; i++) Ab[i] = 0x7fc0; /* NaN */
+    for (int i = 0; i < K * N; i++) B[i] = 0.2f * frand();
+    for (int i = 0; i < N; i++) bias[i] = frand();
+    for (size_t i = 0; i < (size_t)Mp * ldc; i++) C1[i] = C2[i] = frand(), Cb[i] = 0x1234;
+    ml_packed *p = ml_pack_weights(B, K, N, ML_PREC_BF16, isa, NULL);
+    CHECK(p != NULL && ml_packed_k(p) >= K && ml_packed_k(p) % 32 == 0);
+    if (!p) goto out;
+    if (flags & ML_GEMM_GELU) ml_gemm_packed_gelu(M, A, K, p, bias, C1, ldc);
+    else ml_gemm_packed(M, A, K, p, bias, C1, ldc, (flags & ML_GEMM_ACCUMULATE) != 0);
+    ml_gemm_bf16(M, Ab, lda, p, bias, C2, NULL, ldc, flags);
+    int bad = 0, badb = 0, touched = 0;
+    for (int i = 0; i < Mp; i++)
+        for (int n = 0; n < ldc; n++) {
+            size_t at = (size_t)i * ldc + n;
+            if (i >= M || n >= N) {
+                touched += C1[at] != C2[at];
+                continue;
+            }
+            bad += !(fabsf(C1[at] - C2[at]) <= 1e-5f * (1.0f + fabsf(C1[at])));
+        }
+    if (!(flags & ML_GEMM_ACCUMULATE)) {
+        ml_gemm_bf16(M, Ab, lda, p, bias, NULL, Cb, ldc, flags);
+        for (int i = 0; i < Mp; i++)
+            for (int n = 0; n < ldc; n++) {
+                size_t at = (size_t)i * ldc + n;
+                if (i >= M || n >= N) {
+                    touched += Cb[at] != 0x1234;
+                    continue;
+                }
+                uint32_t u = (uint32_t)Cb[at] << 16;
+                float got;
+                memcpy(&got, &u, 4);
+                float want = bf16_round(C1[at]);
+                badb += !(fabsf(got - want) <= fabsf(want) * (1.0f / 128) + 1e-30f);
+            }
+    }
+    CHECK_MSG(bad == 0 && badb == 0 && touched == 0,
+              "gemm_bf16 %s M=%d N=%d K=%d flags=%d: %d float, %d bf16 outputs off; %d writes outside",
+              ml_isa_name(isa), M, N, K, flags, bad, badb, touched);
+out:
+    ml_packed_free(p);
+    free(Ab), free(Cb), free(A), free(B), free(bias), free(C1), free(C2);
+}
+
+static void test_bf16_in(void) {
+    ml_isa saved = ml_isa_active();
+    for (int isa = ML_ISA_SCALAR; isa <= ML_ISA_AMX; isa++) {
+        if (!ml_isa_supported((ml_isa)isa) || ml_isa_set((ml_isa)isa, NULL) != 0) continue;
+        for (int threads = 1; threads <= 2; threads++) {
+            ml_set_threads(threads);
+            for (int flags = 0; flags <= 2; flags++) {
+                bf16_in_case(77, 40, 70, flags, (ml_isa)isa);
+                bf16_in_case(1, 33, 64, flags, (ml_isa)isa);
+                bf16_in_case(200, 130, 768, flags, (ml_isa)isa);
+            }
+            bf16_in_case(394, 2304, 64, 0, (ml_isa)isa);
+        }
+    }
+    ml_isa_set(saved, NULL);
+}
+
 int main(void) {
     test_api();
+    test_bf16_in();
     test_gelu();
     test_sizes();
     return check_done("test_qgemm");
