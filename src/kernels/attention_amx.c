@@ -48,6 +48,10 @@ static inline int pad32(int n) { return (n + 31) & ~31; }
  * the hardware prefetchers miss them, so the row `ahead` rows on is asked
  * for explicitly. */
 #define ATT_AHEAD 16
+
+#ifndef ATT_GROUP
+#define ATT_GROUP 4 /* query blocks of 16 per group (att_head) */
+#endif
 static inline void prefetch_row(const float *row, int hd) {
     for (int i = 0; i < hd; i += 16) _mm_prefetch((const char *)(row + i), _MM_HINT_T0);
 }
@@ -56,7 +60,7 @@ size_t ml_att_amx_scratch(int S, int hd) {
     size_t Sp = (size_t)pad32(S);
     return Sp * hd * 2 * 2       /* kv, vv */
            + 16 * Sp * 4         /* sb */
-           + 16 * Sp * 2         /* pb */
+           + ATT_GROUP * 16 * Sp * 2 /* pb */
            + 16 * (size_t)hd * 2 /* qb */
            + 16 * (size_t)hd * 4 /* ob */;
 }
@@ -215,117 +219,155 @@ static void store_out(const att_io *io, int hd, int t0, int rows, const float *o
     }
 }
 
+/* Scores of 16 query rows (bf16 tile rows at q, qs bytes apart) against
+ * the key blocks covering the first maxn keys: sb [16][Sp] floats. */
+static void scores_block(const uint16_t *q, size_t qs, const uint32_t *kv, int KB, int maxn,
+                         float *sb, int Sp) {
+    int nblk = (maxn + 15) / 16, nb = 0;
+    size_t ss = (size_t)Sp * 4;
+    for (; nb + 4 <= nblk; nb += 4) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int kb = 0; kb < KB; kb++) {
+            const uint32_t *b = kv + ((size_t)nb * KB + kb) * 256;
+            _tile_loadd(4, q + kb * 32, qs);
+            _tile_loadd(6, b, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_loadd(7, b + (size_t)KB * 256, 64);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_loadd(5, b + (size_t)2 * KB * 256, 64);
+            _tile_dpbf16ps(2, 4, 5);
+            _tile_loadd(6, b + (size_t)3 * KB * 256, 64);
+            _tile_dpbf16ps(3, 4, 6);
+        }
+        _tile_stored(0, sb + (size_t)nb * 16, ss);
+        _tile_stored(1, sb + (size_t)nb * 16 + 16, ss);
+        _tile_stored(2, sb + (size_t)nb * 16 + 32, ss);
+        _tile_stored(3, sb + (size_t)nb * 16 + 48, ss);
+    }
+    for (; nb < nblk; nb++) {
+        _tile_zero(0);
+        for (int kb = 0; kb < KB; kb++) {
+            _tile_loadd(4, q + kb * 32, qs);
+            _tile_loadd(6, kv + ((size_t)nb * KB + kb) * 256, 64);
+            _tile_dpbf16ps(0, 4, 6);
+        }
+        _tile_stored(0, sb + (size_t)nb * 16, ss);
+    }
+}
+
+/* Softmax of rows [t0, t0 + rows) in float: the unnormalised exponentials
+ * go to pb as bf16 (zero rows past `rows`), 1 / sum to inv. */
+static void softmax_block(float *sb, int Sp, int S, int t0, int rows, float scale, float cap,
+                          const unsigned char *key_ok, int causal, uint16_t *pb, float *inv) {
+    for (int r = 0; r < 16; r++) {
+        uint16_t *pr = pb + (size_t)r * Sp;
+        if (r >= rows) {
+            memset(pr, 0, sizeof(uint16_t) * Sp);
+            continue;
+        }
+        int t = t0 + r, n = causal ? (t + 1 < S ? t + 1 : S) : S;
+        float *row = sb + (size_t)r * Sp, sc = scale;
+        if (key_ok)
+            for (int k = 0; k < n; k++)
+                if (!key_ok[k]) row[k] = -INFINITY;
+        if (cap > 0) {
+            for (int k = 0; k < n; k++)
+                if (row[k] != -INFINITY) row[k] = cap * tanhf(row[k] * scale / cap);
+            sc = 1.0f;
+        }
+        inv[r] = exp_row_bf16(row, n, Sp, sc, pr);
+    }
+}
+
+/* ob [16][hd] floats = P V over the kbn key blocks of 32 that can be nonzero. */
+static void pv_block(const uint16_t *pb, int Sp, const uint32_t *vv, int DB, int kbn, float *ob,
+                     int hd) {
+    size_t os = (size_t)hd * 4, ps = (size_t)Sp * 2;
+    int db = 0;
+    for (; db + 4 <= DB; db += 4) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int kb = 0; kb < kbn; kb++) {
+            const uint32_t *b = vv + ((size_t)kb * DB + db) * 256;
+            _tile_loadd(4, pb + kb * 32, ps);
+            _tile_loadd(6, b, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_loadd(7, b + 256, 64);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_loadd(5, b + 512, 64);
+            _tile_dpbf16ps(2, 4, 5);
+            _tile_loadd(6, b + 768, 64);
+            _tile_dpbf16ps(3, 4, 6);
+        }
+        _tile_stored(0, ob + db * 16, os);
+        _tile_stored(1, ob + db * 16 + 16, os);
+        _tile_stored(2, ob + db * 16 + 32, os);
+        _tile_stored(3, ob + db * 16 + 48, os);
+    }
+    for (; db < DB; db += 2) { /* hd % 32 == 0: dim blocks come in pairs */
+        _tile_zero(0);
+        _tile_zero(1);
+        for (int kb = 0; kb < kbn; kb++) {
+            const uint32_t *b = vv + ((size_t)kb * DB + db) * 256;
+            _tile_loadd(4, pb + kb * 32, ps);
+            _tile_loadd(6, b, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_loadd(7, b + 256, 64);
+            _tile_dpbf16ps(1, 4, 7);
+        }
+        _tile_stored(0, ob + db * 16, os);
+        _tile_stored(1, ob + db * 16 + 16, os);
+    }
+}
+
+/* Keys any row of the block at t0 may use (causal: up to its last row). */
+static int block_keys(int T, int S, int t0, int causal) {
+    int rows = T - t0 < 16 ? T - t0 : 16;
+    return causal ? (t0 + rows < S ? t0 + rows : S) : S;
+}
+
+/* Query blocks of 16 rows go in groups of ATT_GROUP: scores and softmax of
+ * the whole group, then its P V products.  A tile load of P written by
+ * vector stores just before waits for those stores to drain; grouping
+ * leaves one such wait per group instead of one per block.  For the same
+ * reason full bf16 query blocks are read by the tiles where they are. */
 static void att_head(int T, int S, int hd, const att_io *io, float scale, const float *qscale,
                      float cap, const unsigned char *key_ok, int causal, void *scratch) {
     int Sp = pad32(S), KB = hd / 32, DB = hd / 16;
     uint32_t *kv = scratch, *vv = kv + (size_t)Sp * hd / 2;
     float *sb = (float *)(vv + (size_t)Sp * hd / 2);
-    uint16_t *pb = (uint16_t *)(sb + (size_t)16 * Sp), *qb = pb + (size_t)16 * Sp;
+    uint16_t *pb = (uint16_t *)(sb + (size_t)16 * Sp), *qb = pb + (size_t)ATT_GROUP * 16 * Sp;
     float *ob = (float *)(qb + (size_t)16 * hd);
+    float inv[ATT_GROUP * 16];
     pack_k(S, Sp, hd, io, kv);
     pack_v(S, Sp, hd, io, vv);
     tiles_begin();
-    for (int t0 = 0; t0 < T; t0 += 16) {
-        int rows = T - t0 < 16 ? T - t0 : 16;
-        /* Keys any row of this block may use (causal: up to its last row). */
-        int maxn = causal ? (t0 + rows < S ? t0 + rows : S) : S;
-        load_q(io, T, hd, t0, rows, qscale, qb);
-        /* scores: 16 x (key blocks covering maxn) */
-        int nblk = (maxn + 15) / 16, nb = 0;
-        size_t ss = (size_t)Sp * 4, qs = (size_t)hd * 2;
-        for (; nb + 4 <= nblk; nb += 4) {
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            for (int kb = 0; kb < KB; kb++) {
-                const uint32_t *b = kv + ((size_t)nb * KB + kb) * 256;
-                _tile_loadd(4, qb + kb * 32, qs);
-                _tile_loadd(6, b, 64);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_loadd(7, b + (size_t)KB * 256, 64);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_loadd(5, b + (size_t)2 * KB * 256, 64);
-                _tile_dpbf16ps(2, 4, 5);
-                _tile_loadd(6, b + (size_t)3 * KB * 256, 64);
-                _tile_dpbf16ps(3, 4, 6);
+    for (int g0 = 0; g0 < T; g0 += 16 * ATT_GROUP) {
+        int g1 = g0 + 16 * ATT_GROUP < T ? g0 + 16 * ATT_GROUP : T;
+        for (int t0 = g0; t0 < g1; t0 += 16) {
+            int rows = T - t0 < 16 ? T - t0 : 16, b = (t0 - g0) / 16;
+            const uint16_t *q = qb;
+            size_t qs = (size_t)hd * 2;
+            if (io->bf16 && !qscale && rows == 16) {
+                q = (const uint16_t *)io->q + (size_t)t0 * io->ldq;
+                qs = (size_t)io->ldq * 2;
+            } else {
+                load_q(io, T, hd, t0, rows, qscale, qb);
             }
-            _tile_stored(0, sb + (size_t)nb * 16, ss);
-            _tile_stored(1, sb + (size_t)nb * 16 + 16, ss);
-            _tile_stored(2, sb + (size_t)nb * 16 + 32, ss);
-            _tile_stored(3, sb + (size_t)nb * 16 + 48, ss);
+            scores_block(q, qs, kv, KB, block_keys(T, S, t0, causal), sb, Sp);
+            softmax_block(sb, Sp, S, t0, rows, scale, cap, key_ok, causal, pb + (size_t)b * 16 * Sp,
+                          inv + b * 16);
         }
-        for (; nb < nblk; nb++) {
-            _tile_zero(0);
-            for (int kb = 0; kb < KB; kb++) {
-                _tile_loadd(4, qb + kb * 32, qs);
-                _tile_loadd(6, kv + ((size_t)nb * KB + kb) * 256, 64);
-                _tile_dpbf16ps(0, 4, 6);
-            }
-            _tile_stored(0, sb + (size_t)nb * 16, ss);
+        for (int t0 = g0; t0 < g1; t0 += 16) {
+            int rows = T - t0 < 16 ? T - t0 : 16, b = (t0 - g0) / 16;
+            pv_block(pb + (size_t)b * 16 * Sp, Sp, vv, DB, (block_keys(T, S, t0, causal) + 31) / 32, ob, hd);
+            store_out(io, hd, t0, rows, ob, inv + b * 16);
         }
-        /* softmax in float: unnormalised exponentials to bf16, 1/sum kept */
-        float inv[16];
-        for (int r = 0; r < 16; r++) {
-            uint16_t *pr = pb + (size_t)r * Sp;
-            if (r >= rows) {
-                memset(pr, 0, sizeof(uint16_t) * Sp);
-                continue;
-            }
-            int t = t0 + r, n = causal ? (t + 1 < S ? t + 1 : S) : S;
-            float *row = sb + (size_t)r * Sp, sc = scale;
-            if (key_ok)
-                for (int s = 0; s < n; s++)
-                    if (!key_ok[s]) row[s] = -INFINITY;
-            if (cap > 0) {
-                for (int s = 0; s < n; s++)
-                    if (row[s] != -INFINITY) row[s] = cap * tanhf(row[s] * scale / cap);
-                sc = 1.0f;
-            }
-            inv[r] = exp_row_bf16(row, n, Sp, sc, pr);
-        }
-        /* out = P V over the key blocks that can be nonzero */
-        int kbn = (maxn + 31) / 32;
-        float *o = ob; /* then scaled by 1/sum on the one write to out */
-        size_t os = (size_t)hd * 4, ps = (size_t)Sp * 2;
-        int db = 0;
-        for (; db + 4 <= DB; db += 4) {
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            for (int kb = 0; kb < kbn; kb++) {
-                const uint32_t *b = vv + ((size_t)kb * DB + db) * 256;
-                _tile_loadd(4, pb + kb * 32, ps);
-                _tile_loadd(6, b, 64);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_loadd(7, b + 256, 64);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_loadd(5, b + 512, 64);
-                _tile_dpbf16ps(2, 4, 5);
-                _tile_loadd(6, b + 768, 64);
-                _tile_dpbf16ps(3, 4, 6);
-            }
-            _tile_stored(0, o + db * 16, os);
-            _tile_stored(1, o + db * 16 + 16, os);
-            _tile_stored(2, o + db * 16 + 32, os);
-            _tile_stored(3, o + db * 16 + 48, os);
-        }
-        for (; db < DB; db += 2) { /* hd % 32 == 0: dim blocks come in pairs */
-            _tile_zero(0);
-            _tile_zero(1);
-            for (int kb = 0; kb < kbn; kb++) {
-                const uint32_t *b = vv + ((size_t)kb * DB + db) * 256;
-                _tile_loadd(4, pb + kb * 32, ps);
-                _tile_loadd(6, b, 64);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_loadd(7, b + 256, 64);
-                _tile_dpbf16ps(1, 4, 7);
-            }
-            _tile_stored(0, o + db * 16, os);
-            _tile_stored(1, o + db * 16 + 16, os);
-        }
-        store_out(io, hd, t0, rows, ob, inv);
     }
     _tile_release();
 }

@@ -27,13 +27,15 @@
 
 
 #ifndef QG_PF_DIST
-#define QG_PF_DIST 2048 /* bytes ahead in a B panel: two k steps */
+#define QG_PF_DIST 0 /* bytes ahead in a B panel; 0: no software prefetch */
 #endif
 
 /* Prefetches one k step (a 1 KiB tile) of two B panels into L1.  Past a
  * panel's end this runs into the next panel (the next pair's data); past the
- * last one it is a no-op (prefetches never fault).  bf16 only: ~5-10% there,
- * no gain seen for int8. */
+ * last one it is a no-op (prefetches never fault).  bf16 only.  Off by
+ * default: it gained 5-10% when each block's tiles were stored at its end,
+ * and lost 5-20% (bench_qgemm, ViT-B shapes) once the stores moved into the
+ * next block's first k step (QG_BLOCK2); the L2 streamer keeps up alone. */
 static inline void prefetch_b(const char *b0, const char *b1) {
 #if QG_PF_DIST > 0
     for (int l = 0; l < 1024; l += 64) {
