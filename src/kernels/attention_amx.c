@@ -125,46 +125,46 @@ static void pack_v(int S, int Sp, int hd, const att_io *io, uint32_t *vv) {
     }
 }
 
-/* exp(y) for y <= 0 to about 1e-5 relative: far below the bf16 rounding
- * (2^-9) the result gets next.  y = n ln2 + r, |r| <= ln2/2, e^r by its
- * degree-4 Taylor polynomial, 2^n by vscalefps; y < -87.3 (masked keys,
- * -inf) gives exactly 0. */
-static inline __m512 exp_bf16grade(__m512 y) {
-    __mmask16 live = _mm512_cmp_ps_mask(y, _mm512_set1_ps(-87.33654f), _CMP_GE_OQ);
-    y = _mm512_max_ps(y, _mm512_set1_ps(-87.33654f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(y, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), y);
-    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
-    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 24), r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_maskz_scalef_ps(live, p, n);
+/* 2^y for y <= 0 to about 4e-5 relative: far below the bf16 rounding
+ * (2^-9) the result gets next.  y = n + f, |f| <= 1/2, 2^f by its degree-4
+ * Taylor polynomial in f ln 2, 2^n by vscalefps.  y is clamped at -150
+ * first, so masked keys (-inf) and very small terms give 2^-150 * p: 0 or
+ * the least float32 denormal, which bf16 rounds to 0 and no sum notices. */
+static inline __m512 exp2_bf16grade(__m512 y) {
+    y = _mm512_max_ps(y, _mm512_set1_ps(-150.0f));
+    __m512 n = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(y, n);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(9.6181291e-3f), f, _mm512_set1_ps(5.5504109e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022651e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
 }
 
 /* dst[0, n) = bf16(exp(row * sc - max)), zeros in [n, Sp); returns
  * 1 / sum of the exponentials (0 for a row with no usable key: all -inf),
  * which the caller applies to the output row (P V is linear in P). */
 static float exp_row_bf16(const float *row, int n, int Sp, float sc, uint16_t *dst) {
-    vf mx = vset1(-INFINITY), vsc = vset1(sc);
+    vf mx = vset1(-INFINITY);
     int i = 0;
-    for (; i + 16 <= n; i += 16) mx = vmax(mx, vmul(vload(row + i), vsc));
-    if (i < n) mx = _mm512_mask_max_ps(mx, vmask(n - i), mx, vmul(vload_m(row + i, vmask(n - i)), vsc));
-    float m = vhmax(mx);
+    for (; i + 16 <= n; i += 16) mx = vmax(mx, vload(row + i));
+    if (i < n) mx = _mm512_mask_max_ps(mx, vmask(n - i), mx, vload_m(row + i, vmask(n - i)));
+    float m = vhmax(mx) * sc; /* sc > 0: the max of row * sc */
     if (m == -INFINITY) {
         memset(dst, 0, sizeof(uint16_t) * Sp);
         return 0.0f;
     }
-    vf neg_m = vset1(-m), sum = vzero();
+    /* exp(x sc - m) = 2^(x c - m log2 e) with c = sc log2 e: one fma */
+    const float log2e = 1.44269504088896341f;
+    vf vc = vset1(sc * log2e), neg_m = vset1(-m * log2e), sum = vzero();
     for (i = 0; i + 16 <= n; i += 16) {
-        vf e = exp_bf16grade(vfma(vload(row + i), vsc, neg_m));
+        vf e = exp2_bf16grade(vfma(vload(row + i), vc, neg_m));
         sum = vadd(sum, e);
         _mm256_storeu_si256((__m256i *)(dst + i), bf16x16(e));
     }
     if (i < n) {
         vm msk = vmask(n - i);
-        vf e = _mm512_maskz_mov_ps(msk, exp_bf16grade(vfma(vload_m(row + i, msk), vsc, neg_m)));
+        vf e = _mm512_maskz_mov_ps(msk, exp2_bf16grade(vfma(vload_m(row + i, msk), vc, neg_m)));
         sum = vadd(sum, e);
         _mm256_storeu_si256((__m256i *)(dst + i), bf16x16(e));
         i += 16;
