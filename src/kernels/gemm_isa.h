@@ -51,6 +51,9 @@ typedef struct ml_ops_impl {
     void (*softmax_row)(float *x, int n, float scale);
     /* out[i] = bf16(x[i]) for i < n, as ml_f32_to_bf16 (kernels/bf16.h). */
     void (*to_bf16)(const float *x, uint16_t *out, int n);
+    /* layernorm_row with its output rounded to bf16 as to_bf16 does. */
+    void (*layernorm_row_bf16)(int n, const float *x, const float *scale, const float *bias,
+                               float eps, int plus_one, uint16_t *out);
 } ml_ops_impl;
 
 const ml_ops_impl *ml_ops_impl_for(ml_isa isa);

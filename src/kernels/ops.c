@@ -75,8 +75,9 @@ void ml_layernorm(int rows, int n, const float *x, const float *scale, const flo
     ml_parallel_for(rows, grain, ln_tasks, &j);
 }
 
-/* LayerNorm to bf16: each row normalised in float32 into a stack buffer,
- * then rounded (the same values ml_layernorm gives, rounded once). */
+/* LayerNorm to bf16: the same float32 values ml_layernorm gives, each
+ * rounded once as it is stored (the portable path goes through a stack row
+ * of at most LN_BF16_MAX floats). */
 #define LN_BF16_MAX 4096
 
 typedef struct ln_bf16_job {
@@ -89,17 +90,16 @@ typedef struct ln_bf16_job {
 
 static void ln_bf16_tasks(void *ctx, int begin, int end) {
     const ln_bf16_job *j = ctx;
-    float row[LN_BF16_MAX];
     for (int r = begin; r < end; r++) {
         const float *x = j->x + (size_t)r * j->n;
         uint16_t *o = j->out + (size_t)r * j->ldo;
         if (j->ops) {
-            j->ops->layernorm_row(j->n, x, j->scale, j->bias, j->eps, j->plus_one, row);
-            j->ops->to_bf16(row, o, j->n);
-        } else {
-            layernorm_scalar(1, j->n, x, j->scale, j->bias, j->eps, j->plus_one, row);
-            for (int i = 0; i < j->n; i++) o[i] = ml_f32_to_bf16(row[i]);
+            j->ops->layernorm_row_bf16(j->n, x, j->scale, j->bias, j->eps, j->plus_one, o);
+            continue;
         }
+        float row[LN_BF16_MAX];
+        layernorm_scalar(1, j->n, x, j->scale, j->bias, j->eps, j->plus_one, row);
+        for (int i = 0; i < j->n; i++) o[i] = ml_f32_to_bf16(row[i]);
     }
 }
 

@@ -123,11 +123,39 @@ static void row_stats(const float *x, int n, double *mean, double *var) {
     *var = v > 0 ? v : 0;
 }
 
+/* One vector of float -> bf16, as ml_f32_to_bf16 (integer operations). */
+#if defined(ML_SIMD_AVX512)
+ML_INLINE void store_bf16(uint16_t *out, vf f, int n) {
+    __m512i u = _mm512_castps_si512(f), hi = _mm512_srli_epi32(u, 16);
+    __m512i r = _mm512_srli_epi32(
+        _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), _mm512_and_si512(hi, _mm512_set1_epi32(1))), 16);
+    r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q), _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
+    _mm256_mask_storeu_epi16(out, (__mmask16)((1u << n) - 1u), _mm512_cvtepi32_epi16(r));
+}
+#else
+ML_INLINE void store_bf16(uint16_t *out, vf f, int n) {
+    __m256i u = _mm256_castps_si256(f), hi = _mm256_srli_epi32(u, 16);
+    __m256i r = _mm256_srli_epi32(
+        _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), _mm256_and_si256(hi, _mm256_set1_epi32(1))), 16);
+    __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q));
+    r = _mm256_blendv_epi8(r, _mm256_or_si256(hi, _mm256_set1_epi32(0x40)), nan);
+    __m128i p = _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08));
+    if (n == 8) {
+        _mm_storeu_si128((__m128i *)out, p);
+    } else {
+        uint16_t t[8];
+        _mm_storeu_si128((__m128i *)t, p);
+        memcpy(out, t, sizeof(uint16_t) * n);
+    }
+}
+#endif
+
 /* The normalisation itself in float, with the mean split into hi + lo
  * floats: x - hi is exact when x is near the mean (Sterbenz), so large
- * offsets (residual streams of ~100) do not lose the deviation's bits. */
-static void layernorm_row(int n, const float *x, const float *scale, const float *bias, float eps,
-                          int plus_one, float *out) {
+ * offsets (residual streams of ~100) do not lose the deviation's bits.
+ * The result goes to out (float) or, when out is NULL, to outb (bf16). */
+ML_INLINE void layernorm_row_to(int n, const float *x, const float *scale, const float *bias,
+                                float eps, int plus_one, float *out, uint16_t *outb) {
     double mean, var;
     row_stats(x, n, &mean, &var);
     double inv = 1.0 / sqrt(var + eps);
@@ -136,15 +164,27 @@ static void layernorm_row(int n, const float *x, const float *scale, const float
     int i = 0;
     for (; i + VL <= n; i += VL) {
         vf s = vadd(vload(scale + i), one);
-        vf y = vmul(vmul(vsub(vsub(vload(x + i), vmean), vlo), vinv), s);
-        vstore(out + i, vadd(y, vload(bias + i)));
+        vf y = vadd(vmul(vmul(vsub(vsub(vload(x + i), vmean), vlo), vinv), s), vload(bias + i));
+        if (out) vstore(out + i, y);
+        else store_bf16(outb + i, y, VL);
     }
     if (i < n) {
         vm m = vmask(n - i);
         vf s = vadd(vload_m(scale + i, m), one);
-        vf y = vmul(vmul(vsub(vsub(vload_m(x + i, m), vmean), vlo), vinv), s);
-        vstore_m(out + i, vadd(y, vload_m(bias + i, m)), m);
+        vf y = vadd(vmul(vmul(vsub(vsub(vload_m(x + i, m), vmean), vlo), vinv), s), vload_m(bias + i, m));
+        if (out) vstore_m(out + i, y, m);
+        else store_bf16(outb + i, y, n - i);
     }
+}
+
+static void layernorm_row(int n, const float *x, const float *scale, const float *bias, float eps,
+                          int plus_one, float *out) {
+    layernorm_row_to(n, x, scale, bias, eps, plus_one, out, NULL);
+}
+
+static void layernorm_row_bf16(int n, const float *x, const float *scale, const float *bias,
+                               float eps, int plus_one, uint16_t *out) {
+    layernorm_row_to(n, x, scale, bias, eps, plus_one, NULL, out);
 }
 
 static float row_max_scaled(const float *x, int n, float scale) {
@@ -187,34 +227,11 @@ static void softmax_row(float *x, int n, float scale) {
 
 /* float -> bf16 with integer operations (no AVX512-BF16 needed), bit for
  * bit ml_f32_to_bf16: round to nearest even, NaN -> quiet NaN. */
-#if defined(ML_SIMD_AVX512)
 static void to_bf16(const float *x, uint16_t *out, int n) {
-    const __m512i bias = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1), quiet = _mm512_set1_epi32(0x40);
     int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512 f = _mm512_loadu_ps(x + i);
-        __m512i u = _mm512_castps_si512(f), hi = _mm512_srli_epi32(u, 16);
-        __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, bias), _mm512_and_si512(hi, one)), 16);
-        r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q), _mm512_or_si512(hi, quiet));
-        _mm256_storeu_si256((__m256i *)(out + i), _mm512_cvtepi32_epi16(r));
-    }
+    for (; i + VL <= n; i += VL) store_bf16(out + i, vload(x + i), VL);
     for (; i < n; i++) out[i] = ml_f32_to_bf16(x[i]);
 }
-#else
-static void to_bf16(const float *x, uint16_t *out, int n) {
-    const __m256i bias = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1), quiet = _mm256_set1_epi32(0x40);
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 f = _mm256_loadu_ps(x + i);
-        __m256i u = _mm256_castps_si256(f), hi = _mm256_srli_epi32(u, 16);
-        __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, bias), _mm256_and_si256(hi, one)), 16);
-        __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q));
-        r = _mm256_blendv_epi8(r, _mm256_or_si256(hi, quiet), nan);
-        __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
-        _mm_storeu_si128((__m128i *)(out + i), _mm256_castsi256_si128(p));
-    }
-    for (; i < n; i++) out[i] = ml_f32_to_bf16(x[i]);
-}
-#endif
 
-const ml_ops_impl ML_ISA_NAME(ml_ops) = {quick_gelu, add, layernorm_row, softmax_row, to_bf16};
+const ml_ops_impl ML_ISA_NAME(ml_ops) = {quick_gelu, add, layernorm_row, softmax_row, to_bf16,
+                                         layernorm_row_bf16};
