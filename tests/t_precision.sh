@@ -37,6 +37,16 @@ for isa in $isas; do
         $PY tests/reference/compare_npy.py "$T/$isa-$p.npy" "$T/ref.npy" $lim > /dev/null
     done
 done
+# Patch 14 (as ViT-L/14): a patch row of 588 values, padded to 608 for the
+# bf16 products; the padding must read as zero on every path.
+$PY tests/reference/make_checkpoint.py --size tiny14 --seed 22 --out "$T/m14.pkl" > /dev/null
+"$ML" convert --model "$T/m14.pkl" --output "$T/m14.mlens" --quiet
+$PY tests/reference/ref_embed.py --model "$T/m14.pkl" --input "$T/items.jsonl" --output "$T/ref14.npy" > /dev/null 2>&1
+for isa in $isas; do
+    MAGICLENS_ISA=$isa "$ML" embed --model "$T/m14.mlens" --precision bf16 --input "$T/items.jsonl" --output "$T/$isa-14.npy" --quiet
+    echo "== patch 14, $isa bf16: $($PY tests/reference/compare_npy.py "$T/$isa-14.npy" "$T/ref14.npy" --min-cos 0.999 --max-abs 1 | tail -1)"
+    $PY tests/reference/compare_npy.py "$T/$isa-14.npy" "$T/ref14.npy" --min-cos 0.999 --max-abs 1 > /dev/null
+done
 # Retrieval: the low-precision rankings agree with fp32's on the best ISA.
 for p in fp32 bf16 int8; do
     "$ML" embed --model "$T/m.mlens" --precision $p --input "$T/gallery.jsonl" --output "$T/g-$p.npy" --quiet

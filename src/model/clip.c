@@ -113,18 +113,30 @@ typedef struct bf16_scratch {
 
 static int round32(int n) { return (n + 31) / 32 * 32; }
 
-/* Buffers zeroed once: the K padding columns (Wp - W, Fp - ff) must read
- * as zero and nothing writes them; rows past `rows` (read by the AMX tiles
- * in whole blocks, never used) start out zero as well. */
-static int bf16_scratch_alloc(bf16_scratch *s, size_t rows, int width, int ff, ml_error *err) {
+/* Zeroes columns [c0, c1) of rows [0, rows) (row stride ld). */
+static void zero_cols(uint16_t *a, size_t rows, int ld, int c0, int c1) {
+    for (size_t r = 0; c1 > c0 && r < rows; r++) memset(a + r * ld + c0, 0, sizeof(uint16_t) * (size_t)(c1 - c0));
+}
+
+/* The K padding columns a product reads must be zero, and nothing else
+ * writes them: [width, Wp) of h and att, [ff, Fp) of ff, zeroed here
+ * (nothing at all for ViT-B/L widths).  Rows past `rows` are left as they
+ * come: the AMX tiles read them in whole 16-row blocks, but each output
+ * row depends on its own input row only, and those are never stored.
+ * (Zeroing the whole 22 MB of a base batch of 8 cost ~1% of its time, on
+ * one thread while the other waited.)  ff may be made wider than the MLP
+ * (`cols`: the image patches live there first). */
+static int bf16_scratch_alloc(bf16_scratch *s, size_t rows, int width, int ff, int cols, ml_error *err) {
     memset(s, 0, sizeof *s);
     size_t Mp = (rows + 31) / 32 * 32;
-    s->Wp = round32(width), s->Fp = round32(ff);
+    s->Wp = round32(width), s->Fp = round32(ff > cols ? ff : cols);
     size_t nh = Mp * s->Wp, nq = Mp * 3 * (size_t)width, nf = Mp * s->Fp;
     uint16_t *all = ml_aligned_alloc(sizeof(uint16_t) * (2 * nh + nq + nf), err);
     if (!all) return -1;
-    memset(all, 0, sizeof(uint16_t) * (2 * nh + nq + nf));
     s->h = all, s->att = all + nh, s->qkv = all + 2 * nh, s->ff = s->qkv + nq;
+    zero_cols(s->h, Mp, s->Wp, width, s->Wp);
+    zero_cols(s->att, Mp, s->Wp, width, s->Wp);
+    zero_cols(s->ff, Mp, s->Fp, ff, s->Fp);
     return 0;
 }
 
@@ -222,7 +234,7 @@ static int vision_forward_bf16(const ml_model *m, int n, const float *const *pix
     bf16_scratch s;
     float *x = ml_aligned_alloc(rows * W * sizeof(float), err);
     int pdp = round32(pd);
-    if (!x || bf16_scratch_alloc(&s, rows, W, ffw > pdp ? ffw : pdp, err) != 0) {
+    if (!x || bf16_scratch_alloc(&s, rows, W, ffw, pdp, err) != 0) {
         free(x);
         return -1;
     }
@@ -235,9 +247,11 @@ static int vision_forward_bf16(const ml_model *m, int n, const float *const *pix
                     const float *src = pixels[i] + ((size_t)(py * P + ph) * S + (size_t)px * P) * 3;
                     ml_to_bf16(src, o + (size_t)ph * P * 3, P * 3);
                 }
+                memset(o + pd, 0, sizeof(uint16_t) * (size_t)(pdp - pd));
             }
     float *pe = (float *)(void *)s.qkv; /* [n*np, W] float: fits in [rows, 3W] bf16 */
     ml_gemm_bf16(n * np, s.ff, s.Fp, v->patch_embed.packed, NULL, pe, NULL, W, 0);
+    zero_cols(s.ff, (size_t)n * np, s.Fp, ffw, s.Fp); /* patch values in the MLP's padding */
     vision_tokens(v, n, pe, x);
     for (int l = 0; l < v->layers; l++) clip_block_bf16(&v->blocks[l], n, T, W, v->heads, NULL, 0, x, &s);
     vision_head(v, n, x, (float *)(void *)s.qkv, out_emb);
@@ -292,7 +306,7 @@ int ml_text_forward(const ml_model *m, const int32_t *ids, float *out_emb, ml_er
     float *x = ml_aligned_alloc((size_t)(L + 1) * W * sizeof(float), err); /* + the final norm's row */
     block_scratch s = {0};
     bf16_scratch sb = {0};
-    if (!x || (bf ? bf16_scratch_alloc(&sb, (size_t)L, W, t->blocks[0].fc.out, err)
+    if (!x || (bf ? bf16_scratch_alloc(&sb, (size_t)L, W, t->blocks[0].fc.out, 0, err)
                   : scratch_alloc(&s, (size_t)L, W, t->blocks[0].fc.out, err)) != 0) {
         free(x);
         scratch_free(&s);

@@ -22,7 +22,7 @@ script reproduces that byte layout without flax/jax:
     `pickle.dumps(payload, 2)` -- checked by --selftest).
 
 Usage:
-  make_checkpoint.py --size tiny|tiny64|base|large [--seed N]
+  make_checkpoint.py --size tiny|tiny64|tiny14|base|large [--seed N]
       [--dtype float32|bfloat16|float16] [--protocol 2..5]
       [--chunk-bytes N] [--logit-boost X] [--key-order sorted|spec|shuffle]
       --out PATH
@@ -45,6 +45,9 @@ SIZES = {
     'tiny': dict(image=224, patch=32, vw=128, vl=2, tw=64, th=2, tl=2, d=64,
                  fl=4, fh=4, vocab=49408, ctx=77),
     'tiny64': dict(image=64, patch=16, vw=128, vl=2, tw=64, th=2, tl=2, d=64,
+                   fl=4, fh=4, vocab=49408, ctx=77),
+    # patch 14 as in large: a patch row of 588 values, not a multiple of 32
+    'tiny14': dict(image=56, patch=14, vw=128, vl=2, tw=64, th=2, tl=2, d=64,
                    fl=4, fh=4, vocab=49408, ctx=77),
     'base': dict(image=224, patch=16, vw=768, vl=12, tw=512, th=8, tl=12,
                  d=512, fl=4, fh=8, vocab=49408, ctx=77),
