@@ -40,8 +40,10 @@ void ml_gemm_packed_gelu(int M, const float *A, int lda, const ml_packed *B, con
  * row only, so their contents do not matter).  The result goes to exactly
  * one of C (float32; flags may add ML_GEMM_ACCUMULATE) or Cb (bf16, rounded
  * to nearest even), with row stride ldc; ML_GEMM_GELU applies quick_gelu
- * after the bias.  B must be packed bf16.  On AMX it is one pass with no
- * conversions; elsewhere it goes through float32 (slow, for tests). */
+ * after the bias.  B must be packed bf16 or int8 (each row is then
+ * quantised from its bf16 values as ml_gemm_packed quantises float rows).
+ * On AMX it is one pass (bf16: with no conversions at all); elsewhere it
+ * goes through float32 (slow, for tests). */
 enum { ML_GEMM_ACCUMULATE = 1, ML_GEMM_GELU = 2 };
 void ml_gemm_bf16(int M, const uint16_t *A, int lda, const ml_packed *B, const float *bias,
                   float *C, uint16_t *Cb, int ldc, int flags);

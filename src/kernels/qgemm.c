@@ -132,7 +132,7 @@ size_t ml_packed_bytes(const ml_packed *p) { return p ? p->bytes + sizeof *p : 0
 
 int ml_packed_k(const ml_packed *p) { return p->Kp; }
 
-int ml_packed_native_bf16(const ml_packed *p) { return p->prec == ML_PREC_BF16 && p->kernel == QG_AMX; }
+int ml_packed_native_bf16(const ml_packed *p) { return p->prec != ML_PREC_FP32 && p->kernel == QG_AMX; }
 
 /* ---- activation packing (portable) ---- */
 
@@ -223,7 +223,9 @@ typedef struct pack_job {
     const float *A;
     int lda;
     qg_act *act;
-    char *tmp; /* AMX: one packed row (Kp elements) */
+    char *tmp;          /* AMX: one packed row (Kp elements) */
+    const uint16_t *Ab; /* AMX int8: bf16 rows (stride lda) instead of A */
+    float *wide;        /* ... widened here (K floats) before quantisation */
 } pack_job;
 
 static void pack_range(const pack_job *pj, int r0, int r1) {
@@ -376,7 +378,9 @@ static void amx_pack(void *ctx, int r0, int r1) {
     int end = r1 == q->M ? q->Mp : r1;
     for (int r = r0; r < end; r++) {
         char *dst = (char *)q->a + (size_t)(r / QG_MPAD) * QG_MPAD * row + (size_t)(r % QG_MPAD) * 64;
-        const float *a = pj->A + (size_t)r * pj->lda;
+        const float *a = pj->A ? pj->A + (size_t)r * pj->lda : pj->wide;
+        if (pj->Ab && r < r1) /* int8 from the bf16 pipeline: widen, then as from float */
+            for (int k = 0; k < pj->B->K; k++) pj->wide[k] = ml_bf16_to_f32(pj->Ab[(size_t)r * pj->lda + k]);
 #if defined(__x86_64__)
         if (pj->B->simd_a && r < r1) {
             if (esz == 2) qg_avx512_pack_bf16_blk(a, pj->B->K, q->Kp, (uint16_t *)dst, QG_MPAD * 32);
@@ -387,7 +391,7 @@ static void amx_pack(void *ctx, int r0, int r1) {
         char *tmp = pj->tmp;
         if (r < r1) {
             qg_act one = {1, 1, q->Kp, tmp, q->scale ? q->scale + r : NULL, q->zero ? q->zero + r : NULL};
-            pack_job pr = {pj->B, a, pj->lda, &one, NULL};
+            pack_job pr = {pj->B, a, pj->lda, &one, NULL, NULL, NULL};
             pack_range(&pr, 0, 1);
         } else {
             memset(tmp, 0, row);
@@ -409,7 +413,7 @@ static void run_amx(void *ctx, int begin, int end) {
         int q1 = 2 * (int)((long long)pairs * (np + 1) / aj->nparts);
         if (q1 > B->panels) q1 = B->panels;
         if (r0 >= r1 || q0 >= q1) continue;
-        if (aj->Ab) { /* bf16 rows: the tiles read them where they are */
+        if (aj->Ab && B->prec == ML_PREC_BF16) { /* bf16 rows: the tiles read them where they are */
             qg_act act = {r1 - r0, round_up(r1 - r0, QG_MPAD), B->Kp, (void *)(aj->Ab + (size_t)r0 * aj->lda), NULL, NULL};
             qg_job j = {B, &act, aj->bias, aj->C ? aj->C + (size_t)r0 * aj->ldc : NULL, aj->ldc, aj->accumulate,
                         aj->gelu, aj->Cb ? aj->Cb + (size_t)r0 * aj->ldc : NULL, (size_t)aj->lda * 2};
@@ -420,17 +424,22 @@ static void run_amx(void *ctx, int begin, int end) {
         act.M = r1 - r0, act.Mp = round_up(act.M, QG_MPAD), act.Kp = B->Kp;
         size_t abytes = (size_t)act.Mp * act.Kp * (B->prec == ML_PREC_BF16 ? 2 : 1);
         size_t rowb = (size_t)act.Kp * (B->prec == ML_PREC_BF16 ? 2 : 1);
-        size_t bytes = abytes + rowb + (B->prec == ML_PREC_INT8 ? (size_t)act.Mp * 8 : 0);
+        size_t wideb = aj->Ab ? ((size_t)B->K * sizeof(float) + 63) / 64 * 64 : 0;
+        size_t bytes = wideb + abytes + rowb + (B->prec == ML_PREC_INT8 ? (size_t)act.Mp * 8 : 0);
         char *s = thread_scratch(bytes);
         if (!s) {
             fprintf(stderr, "magiclens: out of memory for %d x %d activation scratch\n", act.M, act.Kp);
             abort();
         }
+        float *wide = (float *)(void *)s;
+        s += wideb;
         act.a = s;
         act.scale = B->prec == ML_PREC_INT8 ? (float *)(s + abytes + rowb) : NULL;
         act.zero = B->prec == ML_PREC_INT8 ? (int32_t *)(s + abytes + rowb + (size_t)act.Mp * 4) : NULL;
-        pack_job pj = {B, aj->A + (size_t)r0 * aj->lda, aj->lda, &act, s + abytes};
-        qg_job j = {B, &act, aj->bias, aj->C + (size_t)r0 * aj->ldc, aj->ldc, aj->accumulate, aj->gelu, NULL, 0};
+        pack_job pj = {B, aj->A ? aj->A + (size_t)r0 * aj->lda : NULL, aj->lda, &act, s + abytes,
+                       aj->Ab ? aj->Ab + (size_t)r0 * aj->lda : NULL, wide};
+        qg_job j = {B, &act, aj->bias, aj->C ? aj->C + (size_t)r0 * aj->ldc : NULL, aj->ldc, aj->accumulate,
+                    aj->gelu, aj->Cb ? aj->Cb + (size_t)r0 * aj->ldc : NULL, 0};
         qg_amx_task(&j, q0, q1, aj->pb, amx_pack, &pj);
     }
 }
@@ -481,7 +490,7 @@ void ml_gemm_packed(int M, const float *A, int lda, const ml_packed *B, const fl
         free_act(&act);
         abort();
     }
-    pack_job pj = {B, A, lda, &act, NULL};
+    pack_job pj = {B, A, lda, &act, NULL, NULL, NULL};
     ml_parallel_for((M + 15) / 16, 2, pack_rows, &pj);
     task_job tj = {{B, &act, bias, C, ldc, accumulate, 0, NULL, 0}, kernel_fn(B), 0, 0};
     tj.n_mblocks = (act.Mp + QG_MB - 1) / QG_MB;
@@ -533,7 +542,7 @@ static void gemm_bf16_via_f32(int M, const uint16_t *A, int lda, const ml_packed
 
 void ml_gemm_bf16(int M, const uint16_t *A, int lda, const ml_packed *B, const float *bias,
                   float *C, uint16_t *Cb, int ldc, int flags) {
-    if (M <= 0 || !B || B->prec != ML_PREC_BF16 || !C == !Cb || (Cb && (flags & ML_GEMM_ACCUMULATE)))
+    if (M <= 0 || !B || B->prec == ML_PREC_FP32 || !C == !Cb || (Cb && (flags & ML_GEMM_ACCUMULATE)))
         return;
 #if defined(__x86_64__)
     if (B->kernel == QG_AMX) {

@@ -180,11 +180,12 @@ static void clip_block_bf16(const ml_clip_block *b, int nseq, int T, int width, 
     ml_gemm_bf16(rows, s->ff, s->Fp, b->proj.packed, b->proj.b, x, NULL, width, ML_GEMM_ACCUMULATE);
 }
 
-/* The bf16 pipeline runs where its products run natively (AMX) and the
+/* The bf16 pipeline runs where its products run natively (AMX, bf16 or
+ * int8 weights: int8 rows are quantised from the bf16 activations) and the
  * block widths fit its layer norm and attention. */
 static int use_bf16_pipeline(const ml_model *m, const ml_clip_block *b, int layers, int width,
                              int heads) {
-    return m->precision == ML_PREC_BF16 && layers > 0 && b[0].qkv.packed &&
+    return m->precision != ML_PREC_FP32 && layers > 0 && b[0].qkv.packed &&
            ml_packed_native_bf16(b[0].qkv.packed) && width <= 4096 && width % heads == 0;
 }
 
@@ -222,36 +223,51 @@ static void vision_head(const ml_vision *v, int n, const float *x, float *tmp, f
     ml_gemm(n, v->proj.out, W, tmp, W, v->proj.w, v->proj.out, NULL, out, v->proj.out, 0);
 }
 
-/* The image tower on the bf16 pipeline: patches go to bf16 as they are
- * cut out (in s.ff), their embeddings land in float32 in s.qkv's memory
- * (free until the first block), then the blocks run on bf16 activations. */
-static int vision_forward_bf16(const ml_model *m, int n, const float *const *pixels, float *out_emb,
-                               ml_error *err) {
-    const ml_vision *v = &m->vision;
-    int T = v->tokens, W = v->width, np = v->grid * v->grid, pd = v->patch * v->patch * 3;
-    size_t rows = (size_t)n * T;
-    int ffw = v->blocks[0].fc.out;
-    bf16_scratch s;
-    float *x = ml_aligned_alloc(rows * W * sizeof(float), err);
-    int pdp = round32(pd);
-    if (!x || bf16_scratch_alloc(&s, rows, W, ffw, pdp, err) != 0) {
-        free(x);
-        return -1;
-    }
-    int P = v->patch, S = v->grid * P;
+/* The n images' patches as bf16 rows of ld (extract_patches' order), the
+ * K padding of each row zeroed. */
+static void patches_bf16(const ml_vision *v, int n, const float *const *pixels, uint16_t *out, int ld) {
+    int P = v->patch, S = v->grid * P, np = v->grid * v->grid, pd = P * P * 3, pdp = round32(pd);
     for (int i = 0; i < n; i++)
         for (int py = 0; py < v->grid; py++)
             for (int px = 0; px < v->grid; px++) {
-                uint16_t *o = s.ff + ((size_t)i * np + (size_t)py * v->grid + px) * s.Fp;
+                uint16_t *o = out + ((size_t)i * np + (size_t)py * v->grid + px) * ld;
                 for (int ph = 0; ph < P; ph++) {
                     const float *src = pixels[i] + ((size_t)(py * P + ph) * S + (size_t)px * P) * 3;
                     ml_to_bf16(src, o + (size_t)ph * P * 3, P * 3);
                 }
                 memset(o + pd, 0, sizeof(uint16_t) * (size_t)(pdp - pd));
             }
+}
+
+/* The image tower on the bf16 pipeline: with a bf16 patch embedding the
+ * patches go to bf16 as they are cut out (in s.ff; at int8 the embedding
+ * stays float32 and so do its patches), the embeddings land in float32 in
+ * s.qkv's memory (free until the first block), then the blocks run on
+ * bf16 activations. */
+static int vision_forward_bf16(const ml_model *m, int n, const float *const *pixels, float *out_emb,
+                               ml_error *err) {
+    const ml_vision *v = &m->vision;
+    int T = v->tokens, W = v->width, np = v->grid * v->grid, pd = v->patch * v->patch * 3;
+    size_t rows = (size_t)n * T;
+    int ffw = v->blocks[0].fc.out, bf = v->patch_embed.packed != NULL;
+    bf16_scratch s;
+    float *x = ml_aligned_alloc(rows * W * sizeof(float), err), *patches = NULL;
+    if (!bf) patches = ml_aligned_alloc((size_t)n * np * pd * sizeof(float), err);
+    if (!x || (!bf && !patches) || bf16_scratch_alloc(&s, rows, W, ffw, round32(pd), err) != 0) {
+        free(x);
+        free(patches);
+        return -1;
+    }
     float *pe = (float *)(void *)s.qkv; /* [n*np, W] float: fits in [rows, 3W] bf16 */
-    ml_gemm_bf16(n * np, s.ff, s.Fp, v->patch_embed.packed, NULL, pe, NULL, W, 0);
-    zero_cols(s.ff, (size_t)n * np, s.Fp, ffw, s.Fp); /* patch values in the MLP's padding */
+    if (bf) {
+        patches_bf16(v, n, pixels, s.ff, s.Fp);
+        ml_gemm_bf16(n * np, s.ff, s.Fp, v->patch_embed.packed, NULL, pe, NULL, W, 0);
+        zero_cols(s.ff, (size_t)n * np, s.Fp, ffw, s.Fp); /* patch values in the MLP's padding */
+    } else {
+        for (int i = 0; i < n; i++) extract_patches(pixels[i], v->grid, v->patch, patches + (size_t)i * np * pd);
+        ml_linear_forward(&v->patch_embed, n * np, patches, pe, 0);
+        free(patches);
+    }
     vision_tokens(v, n, pe, x);
     for (int l = 0; l < v->layers; l++) clip_block_bf16(&v->blocks[l], n, T, W, v->heads, NULL, 0, x, &s);
     vision_head(v, n, x, (float *)(void *)s.qkv, out_emb);
@@ -263,7 +279,7 @@ static int vision_forward_bf16(const ml_model *m, int n, const float *const *pix
 int ml_vision_forward(const ml_model *m, int n, const float *const *pixels, float *out_emb,
                       ml_error *err) {
     const ml_vision *v = &m->vision;
-    if (v->patch_embed.packed && use_bf16_pipeline(m, v->blocks, v->layers, v->width, v->heads))
+    if (use_bf16_pipeline(m, v->blocks, v->layers, v->width, v->heads))
         return vision_forward_bf16(m, n, pixels, out_emb, err);
     int T = v->tokens, W = v->width, np = v->grid * v->grid, pd = v->patch * v->patch * 3;
     size_t rows = (size_t)n * T;
