@@ -23,7 +23,10 @@
 #define QG_MB 64                 /* rows per parallel task (multiple of QG_MPAD) */
 #define QG_B_BLOCK (1024 * 1024) /* B bytes a task keeps in L2 (half of 2 MB): 1 MB
                                    * doubled K=3072 AMX speed vs 384 KB */
-#define QG_INT8_MAX_K 65536      /* 255 * 127 * K must fit an int32 */
+#define QG_INT8_MAX_K 65536
+#ifndef QG_PB_EVEN
+#define QG_PB_EVEN 1
+#endif      /* 255 * 127 * K must fit an int32 */
 
 /* ---- scalar conversions (also the reference for the SIMD packers) ---- */
 
@@ -464,6 +467,10 @@ static void gemm_amx(amx_job aj) {
     size_t panel_bytes = (size_t)B->Kp * QG_NR * (B->prec == ML_PREC_BF16 ? 2 : 1);
     aj.pb = (int)(QG_B_BLOCK / panel_bytes) & ~1; /* 1 MB: 256/512 KB and 1.5 MB were slower */
     if (aj.pb < 2) aj.pb = 2;
+    /* as many blocks as that needs, of equal size (48 panels in 42 + 6
+     * re-read each row block of A for 3 panel pairs' work) */
+    int nblk = (B->panels + aj.pb - 1) / aj.pb;
+    aj.pb = ((B->panels + nblk - 1) / nblk + 1) & ~1;
     ml_parallel_for(aj.mparts * aj.nparts, 1, run_amx, &aj);
 }
 
