@@ -280,8 +280,10 @@ QG_BLOCK1(int8_block1, _tile_dpbusd, 1, 0)
  * scratch holds A blocked: 32-row block b at b * 32 * Kp * esz, inside it k
  * step s (64 bytes of K) of row r at (s * 32 + r) * 64, so every A tile is
  * 1 KiB of consecutive bytes. */
-void qg_amx_task(const qg_job *j, int p0, int p1, int pb, qg_pack_fn pack, void *pctx) {
+void qg_amx_task(const qg_job *j, int p0, int p1, int pb, qg_pack_fn pack, void *pctx,
+                 atomic_int *next, int stride) {
     int bf = j->B->prec == ML_PREC_BF16, M = j->A->M;
+    int mblocks = (M + 31) / 32, items = (p1 - p0 + pb - 1) / pb * mblocks;
     int steps = j->A->Kp * (bf ? 2 : 1) / 64;
     /* A: the blocked scratch (1 KiB tiles), or row-major bf16 in place */
     size_t blk = j->a_ld ? 32 * j->a_ld : (size_t)32 * j->A->Kp * (bf ? 2 : 1);
@@ -290,9 +292,13 @@ void qg_amx_task(const qg_job *j, int p0, int p1, int pb, qg_pack_fn pack, void 
     e.i = e.p = e.np = e.nr = 0, e.done = 64, e.pend = 0;
     qg_side sd = {pack, pctx, 0, 0, 1, NULL, j->a_ld, 0, 0, (int)((size_t)j->A->Kp * 2 / 64)};
     tiles_begin();
-    for (int q0 = p0; q0 < p1; q0 += pb) {
-        int q1 = q0 + pb < p1 ? q0 + pb : p1;
-        for (int i = 0; i < M; i += 32) {
+    /* work items: (panel block, row block), panel block major; handed out
+     * in order, or taken from the shared counter `next` (then pack is NULL) */
+    for (int it = 0;; it++) {
+        int w = next ? atomic_fetch_add_explicit(next, 1, memory_order_relaxed) : it;
+        if (w >= items) break;
+        int q0 = p0 + w / mblocks * pb, q1 = q0 + pb < p1 ? q0 + pb : p1, i = w % mblocks * 32;
+        {
             if (q0 == p0 && pack) {
                 /* finish this block's rows, then spread the next block's
                  * over the k steps of this one's panel pairs */
@@ -312,9 +318,10 @@ void qg_amx_task(const qg_job *j, int p0, int p1, int pb, qg_pack_fn pack, void 
             /* in place: the next block's rows, on every pass over the panel
              * blocks (for K = 3072 a task's A is over 2 MB, so each pass
              * reads it from L3 again: +5-10% on the float32-out shapes) */
-            if (j->a_ld && QG_PF_A > 0) {
-                int n = i + 32 < M ? (M - i - 32 < 32 ? M - i - 32 : 32) : 0;
-                sd.pf = (const char *)j->A->a + (size_t)(i + 32) * j->a_ld;
+            if (j->a_ld && QG_PF_A > 0) { /* (shared counter: this thread's likely next) */
+                int nx = i + 32 * stride;
+                int n = nx < M ? (M - nx < 32 ? M - nx : 32) : 0;
+                sd.pf = (const char *)j->A->a + (size_t)nx * j->a_ld;
                 sd.pf_at = 0, sd.pf_n = n * sd.pf_row;
             }
             const char *a = (const char *)j->A->a + (size_t)(i / 32) * blk;

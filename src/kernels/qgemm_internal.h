@@ -23,8 +23,9 @@
 #ifndef ML_KERNELS_QGEMM_INTERNAL_H
 #define ML_KERNELS_QGEMM_INTERNAL_H
 
-#include <stdint.h>
+#include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "kernels/precision.h"
 
@@ -88,9 +89,11 @@ void qg_avx512_int8(const qg_job *j, int i0, int i1, int p0, int p1);
 
 /* AMX: one task over all local rows of j->A (packed lazily by pack, or
  * read in place when j->a_ld != 0 and pack is NULL) and panels [p0, p1) in
- * L2 blocks of pb panels. */
+ * L2 blocks of pb panels.  With `next`, the (panel block, row block) items
+ * are shared by `stride` threads running the same job (in place only). */
 typedef void (*qg_pack_fn)(void *ctx, int r0, int r1);
-void qg_amx_task(const qg_job *j, int p0, int p1, int pb, qg_pack_fn pack, void *pctx);
+void qg_amx_task(const qg_job *j, int p0, int p1, int pb, qg_pack_fn pack, void *pctx,
+                 atomic_int *next, int stride);
 
 /* Activation packers for rows [r0, r1) (< M); the K padding is zeroed. */
 void qg_avx512_pack_bf16(const float *A, int lda, int K, int Kp, uint16_t *dst, int r0, int r1);
