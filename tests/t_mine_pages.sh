@@ -65,8 +65,13 @@ cmp "$T/out.jsonl" "$T/again.jsonl"
 
 # 4. Killed mid-run (SIGKILL while it waits inside a huge record on a pipe):
 # the old output stays as it was; a re-run gives the uninterrupted output.
+# The test holds the FIFO open read-write itself (a Linux FIFO opened O_RDWR
+# does not block), so the writer exiting never gives the run an EOF: it is
+# still waiting for the rest of the record when it is killed, whatever the
+# timing (without this, a run that saw EOF first could finish and write).
 echo '{"old": true}' > "$T/kill.jsonl"
 mkfifo "$T/fifo"
+exec 3<> "$T/fifo"
 "$ML" mine pages --quiet --warc "$T/fifo" --output "$T/kill.jsonl" 2> /dev/null &
 pid=$!
 timeout 60 $PY - "$T/t2.warc" > "$T/fifo" <<'PYEOF'
@@ -82,6 +87,7 @@ out.flush()
 PYEOF
 kill -9 "$pid"
 wait "$pid" 2> /dev/null || true
+exec 3<&-
 [ "$(cat "$T/kill.jsonl")" = '{"old": true}' ] || { echo "killed run changed the output"; exit 1; }
 "$ML" mine pages --quiet --warc "${IN[@]}" --output "$T/kill.jsonl" 2> /dev/null
 cmp "$T/out.jsonl" "$T/kill.jsonl"
