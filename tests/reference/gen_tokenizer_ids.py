@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes tests/data/tokenizer/expected.jsonl with the OFFICIAL CLIP tokenizer.
+"""Writes tests/data/tokenizer/expected.jsonl(.gz) with the OFFICIAL CLIP tokenizer.
 
 Not run by the test suite; rerun it when the text list changes.  Needs the
 official code outside this repository, on PYTHONPATH:
@@ -11,7 +11,7 @@ ftfy imports `wcwidth` only for its display helpers; a stub with wcwidth() and
 wcswidth() is enough if the package is missing.
 
   PYTHONPATH=/tmp/official:/tmp/stubs /usr/bin/python3 \\
-      tests/reference/gen_tokenizer_ids.py --shared ../shared > tests/data/tokenizer/expected.jsonl
+      tests/reference/gen_tokenizer_ids.py --shared ../shared | gzip -9n > tests/data/tokenizer/expected.jsonl.gz
 
 Output, one JSON object a line.  The first line is {"meta": {...}}.  Then
 {"set": S, "text": T, "ids": [...]} where S is circo/fashioniq/cirr/genecis/

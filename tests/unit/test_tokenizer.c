@@ -1,5 +1,5 @@
 /* test_tokenizer.c - the CLIP tokenizer against ids from the official Python
- * code (tests/data/tokenizer/expected.jsonl, see
+ * code (tests/data/tokenizer/expected.jsonl.gz, see
  * tests/reference/gen_tokenizer_ids.py), plus error paths and threads.
  * Run from the repository root; the vocabulary is $MAGICLENS_VOCAB. */
 #include <jansson.h>
@@ -51,20 +51,19 @@ static int parse_case(json_t *j, tcase *c) {
     return 0;
 }
 
+/* The recorded cases, gzip-compressed JSON lines (each under 4 KB). */
 static int load_cases(const char *path, tcase *cases) {
-    FILE *f = fopen(path, "r");
+    gzFile f = gzopen(path, "rb");
     if (!f) return -1;
-    char *line = NULL;
-    size_t cap = 0;
+    static char line[1 << 16];
     int n = 0;
-    while (getline(&line, &cap, f) > 0 && n < MAX_CASES) {
+    while (gzgets(f, line, sizeof line) && n < MAX_CASES) {
         json_error_t je;
         json_t *j = json_loads(line, 0, &je);
         if (j && !json_object_get(j, "meta") && parse_case(j, &cases[n]) == 0) n++;
         json_decref(j);
     }
-    free(line);
-    fclose(f);
+    gzclose(f);
     return n;
 }
 
@@ -226,8 +225,8 @@ int main(void) {
     CHECK_MSG(t != NULL, "%s", err.msg);
     if (!t) return check_done("test_tokenizer");
     tcase *cases = calloc(MAX_CASES, sizeof *cases);
-    int n = load_cases("tests/data/tokenizer/expected.jsonl", cases);
-    CHECK_MSG(n > 0, "cannot read tests/data/tokenizer/expected.jsonl (run from the repo root)");
+    int n = load_cases("tests/data/tokenizer/expected.jsonl.gz", cases);
+    CHECK_MSG(n > 0, "cannot read tests/data/tokenizer/expected.jsonl.gz (run from the repo root)");
     t0 = now_ms();
     test_agreement(t, cases, n);
     printf("encode: %.3f ms per text\n", (now_ms() - t0) / (n > 0 ? n : 1));
