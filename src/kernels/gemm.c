@@ -8,7 +8,10 @@
 #include "kernels/gemm.h"
 
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "core/mem.h"
 
 #include "core/threads.h"
 #include "kernels/gemm_isa.h"
@@ -108,27 +111,47 @@ typedef struct simd_job {
     atomic_int next;          /* next part to hand out */
 } simd_job;
 
+/* Row blocks a rectangle needs before packing B pays: each packed slab is
+ * then read by >= 8 micro-kernel rows blocks (attention's 64-row products
+ * and the text tower's 77 rows use B in place). */
+#define PACK_MIN_BLOCKS 8
+
 /* C[m0:m1, n0:n1] on one thread.  A is read in place: each micro-kernel
  * broadcasts from its mr rows, and every A cache line then serves 16
  * consecutive k.  (Packing A k-major was measured no faster on the ViT
- * shapes and twice as slow on attention's narrow products.) */
+ * shapes and twice as slow on attention's narrow products.)  B is copied
+ * slab by slab into nr-column panels (impl->pack_b) when enough row blocks
+ * share each slab: read in place, every k step of the micro-kernel touched
+ * a different page of the weights (rows of 3-12 KB), which cost ~20% of
+ * the GEMM rate on the ViT shapes. */
 static void simd_rect(const simd_job *g, int m0, int m1, int n0, int n1) {
-    int mr_max = g->impl->mr;
+    int mr_max = g->impl->mr, nr = g->impl->nr;
+    float *buf = NULL;
+    if (m1 - m0 >= PACK_MIN_BLOCKS * mr_max) {
+        int kc = g->K < KC ? g->K : KC, nn = n1 - n0 < NC ? n1 - n0 : NC;
+        buf = ml_aligned_alloc(sizeof(float) * (size_t)kc * (size_t)((nn + nr - 1) / nr * nr), NULL);
+    }
     for (int nc0 = n0; nc0 < n1; nc0 += NC) {
         int nn = n1 - nc0 < NC ? n1 - nc0 : NC;
         for (int k0 = 0; k0 < g->K; k0 += KC) {
             int kc = g->K - k0 < KC ? g->K - k0 : KC;
+            const float *b = g->B + (size_t)k0 * g->ldb + nc0;
+            long ldb = g->ldb, bpanel = nr;
+            if (buf) { /* (out of memory: B in place, slower but the same sums) */
+                g->impl->pack_b(b, ldb, kc, nn, buf);
+                b = buf, ldb = nr, bpanel = (long)kc * nr;
+            }
             for (int i0 = m0; i0 < m1; i0 += mr_max) {
                 int mr = m1 - i0 < mr_max ? m1 - i0 : mr_max;
-                ml_gemm_panel p = {g->A + (size_t)i0 * g->lda + k0, g->lda, mr, kc, nn,
-                                   g->B + (size_t)k0 * g->ldb + nc0, g->ldb,
-                                   g->C + (size_t)i0 * g->ldc + nc0, g->ldc,
+                ml_gemm_panel p = {g->A + (size_t)i0 * g->lda + k0, g->lda, mr, kc, nn, b, ldb,
+                                   bpanel, g->C + (size_t)i0 * g->ldc + nc0, g->ldc,
                                    k0 == 0 && g->bias ? g->bias + nc0 : NULL,
                                    k0 > 0 || g->accumulate};
                 g->impl->panel(&p);
             }
         }
     }
+    free(buf);
 }
 
 /* K == 0: C = bias (+ C). */
@@ -148,9 +171,9 @@ static void share(int n, int unit, int t, int parts, int *b, int *e) {
     if (*e > n) *e = n;
 }
 
-/* Each thread takes parts until none are left: on a shared machine a thread
- * whose core is busy simply takes fewer, instead of the whole product
- * waiting for its fixed half.  Which thread computes a part does not change
+/* Each thread takes parts until none are left: when there are more parts
+ * than threads, a thread whose core is busy simply takes fewer, instead of
+ * the whole product waiting for its fixed share.  Which thread computes a part does not change
  * its result. */
 static void simd_tasks(void *ctx, int begin, int end) {
     simd_job *g = ctx;
@@ -167,7 +190,7 @@ static void simd_tasks(void *ctx, int begin, int end) {
     }
 }
 
-#define PARTS_PER_THREAD 4 /* parts stay >= 4 row blocks: B is re-read per part */
+#define PARTS_PER_THREAD 4 /* column parts (short products, B in place) */ /* parts stay >= 4 row blocks: B is re-read per part */
 
 static void gemm_simd(const ml_gemm_impl *impl, int M, int N, int K, const float *A, int lda,
                       const float *B, int ldb, const float *bias, float *C, int ldc, int accumulate,
@@ -176,12 +199,14 @@ static void gemm_simd(const ml_gemm_impl *impl, int M, int N, int K, const float
     int threads = parallel ? ml_num_threads() : 1;
     double flops = 2.0 * M * N * K;
     if (threads > 1 && flops > 2e6) {
-        /* Tall products split rows (each part reads all of B: ~100 FLOP per
-         * byte at 4 row blocks, cheap); short ones (text tower, fusion) split
-         * columns, in 16-column units so panels stay vector-aligned. */
+        /* Tall products split rows, one part per thread: each part reads
+         * and packs all of B from memory, and at 4 parts per thread that
+         * copying cost ~6% of the image tower.  Short ones (text tower,
+         * fusion) split columns, in 16-column units so panels stay
+         * vector-aligned, several parts per thread. */
         int rows_parts = M / (4 * impl->mr), col_parts = N / 32;
         if (rows_parts >= threads) {
-            g.parts = rows_parts < threads * PARTS_PER_THREAD ? rows_parts : threads * PARTS_PER_THREAD;
+            g.parts = threads;
         } else if (col_parts >= threads) {
             g.split_m = 0, g.unit = 16;
             g.parts = col_parts < threads * PARTS_PER_THREAD ? col_parts : threads * PARTS_PER_THREAD;

@@ -23,6 +23,7 @@ typedef struct ml_gemm_panel {
     int mr, kc, n;
     const float *b;
     long ldb;
+    long bpanel; /* floats from one nr-column panel of B to the next */
     float *c;
     long ldc;
     const float *bias;
@@ -31,7 +32,11 @@ typedef struct ml_gemm_panel {
 
 typedef struct ml_gemm_impl {
     int mr;                                   /* rows per micro-kernel */
+    int nr;                                   /* columns per micro-kernel */
     void (*panel)(const ml_gemm_panel *p);
+    /* Copies a kc x n slab of B (rows ldb apart) into buf as the panels
+     * that ml_gemm_panel reads with ldb = nr, bpanel = kc * nr. */
+    void (*pack_b)(const float *b, long ldb, int kc, int n, float *buf);
 } ml_gemm_impl;
 
 /* NULL when the ISA has no SIMD GEMM (scalar). */

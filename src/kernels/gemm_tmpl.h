@@ -114,10 +114,36 @@ static void panel_tile(const ml_gemm_panel *p, const float *b, float *c, const f
 }
 
 static void gemm_panel(const ml_gemm_panel *p) {
-    for (int j = 0; j < p->n; j += GEMM_NR) {
+    for (int j = 0, t = 0; j < p->n; j += GEMM_NR, t++) {
         int ncols = p->n - j < GEMM_NR ? p->n - j : GEMM_NR;
-        panel_tile(p, p->b + j, p->c + j, p->bias ? p->bias + j : NULL, ncols);
+        panel_tile(p, p->b + t * p->bpanel, p->c + j, p->bias ? p->bias + j : NULL, ncols);
     }
 }
 
-const ml_gemm_impl ML_ISA_NAME(ml_gemm) = {GEMM_MR, gemm_panel};
+/* The kc x nn slab of B at b (rows ldb apart) as GEMM_NR-column panels of
+ * kc contiguous rows (the last one zero-padded), so that the micro-kernel
+ * reads B sequentially instead of one short piece per page.  The next rows
+ * are prefetched: each row of the slab is on a different page. */
+static void gemm_pack_b(const float *b, long ldb, int kc, int nn, float *buf) {
+    int panels = (nn + GEMM_NR - 1) / GEMM_NR;
+    for (int k = 0; k < kc; k++) {
+        const float *row = b + (size_t)k * ldb;
+        if (k + GEMM_PF < kc)
+            for (int j = 0; j < nn; j += 64 / 4)
+                _mm_prefetch((const char *)(row + GEMM_PF * ldb + j), _MM_HINT_T0);
+        for (int t = 0; t < panels; t++) {
+            float *dst = buf + ((size_t)t * kc + k) * GEMM_NR;
+            const float *src = row + t * GEMM_NR;
+            int w = nn - t * GEMM_NR;
+            if (w >= GEMM_NR) {
+ML_UNROLL
+                for (int v = 0; v < GEMM_NV; v++) vstore(dst + v * VL, vload(src + v * VL));
+            } else {
+                for (int v = 0; v < GEMM_NV; v++)
+                    vstore(dst + v * VL, vload_m(src + v * VL, vmask(w - v * VL)));
+            }
+        }
+    }
+}
+
+const ml_gemm_impl ML_ISA_NAME(ml_gemm) = {GEMM_MR, GEMM_NR, gemm_panel, gemm_pack_b};

@@ -273,7 +273,10 @@ static void run_all(void) {
     int sizes[][3] = {{1, 1, 1},      {3, 5, 7},      {4, 64, 16},   {5, 65, 33},
                       {64, 64, 64},   {67, 130, 200}, {197, 96, 48}, {2, 2048, 512},
                       {13, 33, 1},    {1, 47, 300},   {25, 31, 520}, {77, 40, 257},
-                      {100, 800, 20}, {50, 17, 600}};
+                      {100, 800, 20}, {50, 17, 600},
+                      /* packed B: >= 8 row blocks per thread, two K slabs,
+                       * a partial last column panel */
+                      {200, 530, 300}};
     for (int t = 1; t <= 2; t++) {
         ml_set_threads(t);
         for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
