@@ -99,6 +99,12 @@ int main(int argc, char **argv) {
     if (argc > 1) ml_set_threads(atoi(argv[1]));
     int reps = argc > 2 ? atoi(argv[2]) : 5;
     printf("GFLOP/s (int8: GOP/s), best of %d, %d threads\n", reps, ml_num_threads());
+    shape one;
+    const char *env = getenv("BENCH_SHAPE"); /* "M,N,K": that shape only */
+    if (env && sscanf(env, "%d,%d,%d", &one.M, &one.N, &one.K) == 3 && one.M > 0 && one.N > 0 && one.K > 0) {
+        bench_shape(&one, reps);
+        return 0;
+    }
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) bench_shape(&shapes[i], reps);
     return 0;
 }
