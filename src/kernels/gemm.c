@@ -15,6 +15,7 @@
 
 #include "core/threads.h"
 #include "kernels/gemm_isa.h"
+#include "kernels/ops.h"
 
 #define MR 4
 #define NB 64
@@ -104,7 +105,7 @@ static void gemm_scalar(int M, int N, int K, const float *A, int lda, const floa
 
 typedef struct simd_job {
     const ml_gemm_impl *impl;
-    int M, N, K, lda, ldb, ldc, accumulate;
+    int M, N, K, lda, ldb, ldc, accumulate, gelu;
     const float *A, *B, *bias;
     float *C;
     int split_m, parts, unit; /* the rectangle of part t: rows or columns */
@@ -146,7 +147,7 @@ static void simd_rect(const simd_job *g, int m0, int m1, int n0, int n1) {
                 ml_gemm_panel p = {g->A + (size_t)i0 * g->lda + k0, g->lda, mr, kc, nn, b, ldb,
                                    bpanel, g->C + (size_t)i0 * g->ldc + nc0, g->ldc,
                                    k0 == 0 && g->bias ? g->bias + nc0 : NULL,
-                                   k0 > 0 || g->accumulate};
+                                   k0 > 0 || g->accumulate, g->gelu && k0 + kc >= g->K};
                 g->impl->panel(&p);
             }
         }
@@ -194,8 +195,8 @@ static void simd_tasks(void *ctx, int begin, int end) {
 
 static void gemm_simd(const ml_gemm_impl *impl, int M, int N, int K, const float *A, int lda,
                       const float *B, int ldb, const float *bias, float *C, int ldc, int accumulate,
-                      int parallel) {
-    simd_job g = {impl, M, N, K, lda, ldb, ldc, accumulate, A, B, bias, C, 1, 1, impl->mr, 0};
+                      int gelu, int parallel) {
+    simd_job g = {impl, M, N, K, lda, ldb, ldc, accumulate, gelu, A, B, bias, C, 1, 1, impl->mr, 0};
     int threads = parallel ? ml_num_threads() : 1;
     double flops = 2.0 * M * N * K;
     if (threads > 1 && flops > 2e6) {
@@ -217,15 +218,18 @@ static void gemm_simd(const ml_gemm_impl *impl, int M, int N, int K, const float
 }
 
 static void gemm_dispatch(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
-                          const float *bias, float *C, int ldc, int accumulate, int parallel) {
+                          const float *bias, float *C, int ldc, int accumulate, int gelu,
+                          int parallel) {
     if (M <= 0 || N <= 0) return;
-    if (K <= 0) {
-        gemm_empty_k(M, N, bias, C, ldc, accumulate);
+    const ml_gemm_impl *impl = K > 0 ? ml_gemm_impl_for(ml_isa_active()) : NULL;
+    if (impl) {
+        gemm_simd(impl, M, N, K, A, lda, B, ldb, bias, C, ldc, accumulate, gelu, parallel);
         return;
     }
-    const ml_gemm_impl *impl = ml_gemm_impl_for(ml_isa_active());
-    if (impl) gemm_simd(impl, M, N, K, A, lda, B, ldb, bias, C, ldc, accumulate, parallel);
+    if (K <= 0) gemm_empty_k(M, N, bias, C, ldc, accumulate);
     else gemm_scalar(M, N, K, A, lda, B, ldb, bias, C, ldc, accumulate, parallel);
+    if (gelu)
+        for (int i = 0; i < M; i++) ml_quick_gelu(C + (size_t)i * ldc, N);
 }
 
 const ml_gemm_impl *ml_gemm_impl_for(ml_isa isa) {
@@ -239,10 +243,15 @@ const ml_gemm_impl *ml_gemm_impl_for(ml_isa isa) {
 
 void ml_gemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
              const float *bias, float *C, int ldc, int accumulate) {
-    gemm_dispatch(M, N, K, A, lda, B, ldb, bias, C, ldc, accumulate, 1);
+    gemm_dispatch(M, N, K, A, lda, B, ldb, bias, C, ldc, accumulate, 0, 1);
+}
+
+void ml_gemm_gelu(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                  const float *bias, float *C, int ldc) {
+    gemm_dispatch(M, N, K, A, lda, B, ldb, bias, C, ldc, 0, 1, 1);
 }
 
 void ml_gemm_serial(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                     const float *bias, float *C, int ldc, int accumulate) {
-    gemm_dispatch(M, N, K, A, lda, B, ldb, bias, C, ldc, accumulate, 0);
+    gemm_dispatch(M, N, K, A, lda, B, ldb, bias, C, ldc, accumulate, 0, 0);
 }

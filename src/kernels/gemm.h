@@ -9,4 +9,9 @@
 void ml_gemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
              const float *bias, float *C, int ldc, int accumulate);
 
+/* C[M,N] = quick_gelu(A @ B (+ bias)), the GELU applied as C is written
+ * instead of in a second pass over it. */
+void ml_gemm_gelu(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                  const float *bias, float *C, int ldc);
+
 #endif

@@ -28,6 +28,7 @@ typedef struct ml_gemm_panel {
     long ldc;
     const float *bias;
     int load_c;
+    int gelu; /* quick_gelu the result as it is stored (the last K block) */
 } ml_gemm_panel;
 
 typedef struct ml_gemm_impl {

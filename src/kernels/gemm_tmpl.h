@@ -7,6 +7,7 @@
  * feeds mr FMAs.  The driver (gemm.c) keeps the A row block in L1 and the
  * Kc x Nc slab of B in L2 while this walks across the slab's panels. */
 #include "kernels/gemm_isa.h"
+#include "kernels/ops_vexp.h"
 
 #define GEMM_NR (GEMM_NV * VL)
 
@@ -23,7 +24,8 @@
 #define GEMM_PF 8
 #endif
 
-/* C tile epilogue: + bias, + old C, store (masked on a partial panel). */
+/* C tile epilogue: + bias, + old C, quick GELU on the last K block, store
+ * (masked on a partial panel). */
 ML_INLINE void tile_store(vf acc[GEMM_MR][GEMM_NV], int mr, const ml_gemm_panel *p, float *c,
                           const float *bias, const vm *mask, int masked) {
 ML_UNROLL
@@ -36,9 +38,11 @@ ML_UNROLL
             vf x = vadd(acc[r][v], bv);
             if (masked) {
                 if (p->load_c) x = vadd(x, vload_m(cp, mask[v]));
+                if (p->gelu) x = vquick_gelu(x);
                 vstore_m(cp, x, mask[v]);
             } else {
                 if (p->load_c) x = vadd(x, vload(cp));
+                if (p->gelu) x = vquick_gelu(x);
                 vstore(cp, x);
             }
         }

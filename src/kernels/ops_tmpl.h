@@ -7,50 +7,6 @@
 
 #include "kernels/ops_vexp.h"
 
-/* 1 / d: the hardware reciprocal estimate (AVX-512 2^-14, AVX2 1.5 * 2^-12
- * relative error) refined by one Newton step, r (2 - d r): about 1 ulp,
- * at a fraction of a divide's cost. */
-#if defined(ML_SIMD_AVX512)
-ML_INLINE vf vrcp_nr(vf d) {
-    vf r = _mm512_rcp14_ps(d);
-    return vmul(r, _mm512_fnmadd_ps(d, r, vset1(2.0f)));
-}
-#else
-ML_INLINE vf vrcp_nr(vf d) {
-    vf r = _mm256_rcp_ps(d);
-    return vmul(r, _mm256_fnmadd_ps(d, r, vset1(2.0f)));
-}
-#endif
-
-/* x * sigmoid(1.702 x) = x / (1 + exp(-1.702 x)).  AVX-512: vexp's
- * polynomial with 2^n by vscalefps, which goes to 0 by itself for very
- * negative arguments (so only the top needs a clamp: e <= 2.4e38 keeps
- * 1 + e finite and its reciprocal ~0): fewer instructions on the two
- * 512-bit ports, which bound this loop in cache (0.30 -> 0.24 ns per
- * element on one Sapphire Rapids core).  AVX2: vexp. */
-#if defined(ML_SIMD_AVX512)
-ML_INLINE vf vquick_gelu(vf v) {
-    vf y = vmin(vmul(v, vset1(-1.702f)), vset1(88.3762626647949f));
-    vf n = vround(vmul(y, vset1(1.44269504088896341f)));
-    vf r = vfma(n, vset1(-0.693359375f), y);
-    r = vfma(n, vset1(2.12194440e-4f), r);
-    vf p = vset1(1.9875691500e-4f);
-    p = vfma(p, r, vset1(1.3981999507e-3f));
-    p = vfma(p, r, vset1(8.3334519073e-3f));
-    p = vfma(p, r, vset1(4.1665795894e-2f));
-    p = vfma(p, r, vset1(1.6666665459e-1f));
-    p = vfma(p, r, vset1(5.0000001201e-1f));
-    p = vfma(p, vmul(r, r), vadd(r, vset1(1.0f)));
-    vf e = _mm512_scalef_ps(p, n);
-    return vmul(v, vrcp_nr(vadd(vset1(1.0f), e)));
-}
-#else
-ML_INLINE vf vquick_gelu(vf v) {
-    vf e = vexp(vmul(v, vset1(-1.702f)));
-    return vmul(v, vrcp_nr(vadd(vset1(1.0f), e)));
-}
-#endif
-
 static void quick_gelu(float *x, long n) {
     long i = 0;
     for (; i + 2 * VL <= n; i += 2 * VL) {

@@ -532,6 +532,10 @@ void ml_gemm_packed_gelu(int M, const float *A, int lda, const ml_packed *B, con
         return;
     }
 #endif
+    if (B->prec == ML_PREC_FP32) {
+        ml_gemm_gelu(M, B->N, B->K, A, lda, B->w, B->N, bias, C, ldc);
+        return;
+    }
     ml_gemm_packed(M, A, lda, B, bias, C, ldc, 0);
     if (ldc == B->N) ml_quick_gelu(C, (long)M * B->N);
     else

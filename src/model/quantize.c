@@ -26,15 +26,13 @@ void ml_linear_forward(const ml_linear *l, int rows, const float *x, float *y, i
         ml_gemm(rows, l->out, l->in, x, l->in, l->w, l->out, l->b, y, l->out, accumulate);
 }
 
-/* y = quick_gelu(x @ w + b); the bf16/int8 AMX products apply it as they
- * write y. */
+/* y = quick_gelu(x @ w + b); every product applies it as it writes y. */
 void ml_linear_forward_gelu(const ml_linear *l, int rows, const float *x, float *y) {
     if (l->packed) {
         ml_gemm_packed_gelu(rows, x, l->in, l->packed, l->b, y, l->out);
         return;
     }
-    ml_linear_forward(l, rows, x, y, 0);
-    ml_quick_gelu(y, (long)rows * l->out);
+    ml_gemm_gelu(rows, l->out, l->in, x, l->in, l->w, l->out, l->b, y, l->out);
 }
 
 /* Calls fn on every linear layer of both towers' transformer blocks. */

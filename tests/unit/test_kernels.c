@@ -20,8 +20,9 @@ static float frand(void) {
 
 static const char *g_isa = "scalar"; /* for failure messages */
 
-/* lda = K + pad, ldb = N + pad, ldc = N + pad: strided views must work. */
-static void test_gemm(int M, int N, int K, int bias, int acc, int pad) {
+/* lda = K + pad, ldb = N + pad, ldc = N + pad: strided views must work.
+ * gelu: ml_gemm_gelu (acc must be 0), checked against quick_gelu in double. */
+static void test_gemm_op(int M, int N, int K, int bias, int acc, int pad, int gelu) {
     int lda = K + pad, ldb = N + pad, ldc = N + pad;
     float *A = malloc(sizeof(float) * M * lda + 4), *B = malloc(sizeof(float) * K * ldb + 4);
     float *C = malloc(sizeof(float) * M * ldc + 4), *b = malloc(sizeof(float) * N);
@@ -34,17 +35,25 @@ static void test_gemm(int M, int N, int K, int bias, int acc, int pad) {
         for (int j = 0; j < N; j++) {
             double s = acc ? C[i * ldc + j] : 0;
             for (int k = 0; k < K; k++) s += (double)A[i * lda + k] * B[k * ldb + j];
-            R[i * N + j] = s + (bias ? b[j] : 0);
+            s += bias ? b[j] : 0;
+            R[i * N + j] = gelu ? s / (1 + exp(-1.702 * s)) : s;
         }
     float guard = pad ? C[ldc - 1] : 0;
-    ml_gemm(M, N, K, A, lda, B, ldb, bias ? b : NULL, C, ldc, acc);
+    if (gelu) ml_gemm_gelu(M, N, K, A, lda, B, ldb, bias ? b : NULL, C, ldc);
+    else ml_gemm(M, N, K, A, lda, B, ldb, bias ? b : NULL, C, ldc, acc);
     double worst = 0;
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) worst = fmax(worst, fabs(C[i * ldc + j] - R[i * N + j]));
-    CHECK_MSG(worst < 1e-4 * sqrt((double)K + 1), "%s gemm %dx%dx%d bias %d acc %d pad %d: max err %g",
-              g_isa, M, N, K, bias, acc, pad, worst);
+    CHECK_MSG(worst < 1e-4 * sqrt((double)K + 1),
+              "%s gemm%s %dx%dx%d bias %d acc %d pad %d: max err %g", g_isa, gelu ? "_gelu" : "", M,
+              N, K, bias, acc, pad, worst);
     if (pad) CHECK_MSG(C[ldc - 1] == guard, "%s gemm wrote past N (pad %d)", g_isa, pad);
     free(A), free(B), free(C), free(b), free(R);
+}
+
+static void test_gemm(int M, int N, int K, int bias, int acc, int pad) {
+    test_gemm_op(M, N, K, bias, acc, pad, 0);
+    if (!acc) test_gemm_op(M, N, K, bias, 0, pad, 1);
 }
 
 /* direct 1: ml_attention (float32, 1e-5); 2: ml_attention_bf16 (bf16 in
