@@ -7,26 +7,12 @@
 
 #include "kernels/qgemm_internal.h"
 
-/* x * sigmoid(1.702 x): the AVX-512 vquick_gelu of ops_tmpl.h (same
- * operations), for the AMX epilogue. */
-static inline __m512 qg_quick_gelu(__m512 v) {
-    __m512 y = _mm512_min_ps(_mm512_mul_ps(v, _mm512_set1_ps(-1.702f)), _mm512_set1_ps(88.3762626647949f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(y, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT);
-    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), y);
-    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_scalef_ps(p, n));
-    __m512 rc = _mm512_rcp14_ps(d);
-    rc = _mm512_mul_ps(rc, _mm512_fnmadd_ps(d, rc, _mm512_set1_ps(2.0f)));
-    return _mm512_mul_ps(v, rc);
-}
+/* x * sigmoid(1.702 x): the AVX-512 vquick_gelu that the float32 kernels
+ * use too, so every path rounds the GELU the same way. */
+#define ML_SIMD_AVX512
+#include "kernels/gemm_simd.h"
+#include "kernels/ops_vexp.h"
+static inline __m512 qg_quick_gelu(__m512 v) { return vquick_gelu(v); }
 
 /* C[i, panel p] <- v (+ bias) (+ C), only the columns that exist. */
 static inline void qg_store_vec(const qg_job *j, int i, int p, __m512 v) {
