@@ -50,12 +50,12 @@ endif
 ifneq ($(filter x86_64%,$(shell $(CC) -dumpmachine)),)
 ML_AVX2_OBJ = $(addprefix $(BUILD)/obj/src/kernels/,gemm_avx2.o ops_avx2.o)
 ML_AVX512_OBJ = $(addprefix $(BUILD)/obj/src/kernels/,gemm_avx512.o ops_avx512.o)
-$(ML_AVX2_OBJ): CFLAGS += -mavx2 -mfma
-$(ML_AVX512_OBJ): CFLAGS += -mavx512f -mavx512bw -mavx512vl -mavx2 -mfma
+$(ML_AVX2_OBJ): ALLFLAGS += -mavx2 -mfma
+$(ML_AVX512_OBJ): ALLFLAGS += -mavx512f -mavx512bw -mavx512vl -mavx2 -mfma
 # Vector-search scoring kernels (src/index/search.c picks them at run time).
-$(BUILD)/obj/src/index/search_avx2.o: CFLAGS += -mavx2 -mfma -mf16c
-$(BUILD)/obj/src/index/search_avx512.o: CFLAGS += -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mavx2 -mfma -mf16c
-$(BUILD)/obj/src/index/search_amx.o: CFLAGS += $(QG_AVX512) -mamx-tile -mamx-int8
+$(BUILD)/obj/src/index/search_avx2.o: ALLFLAGS += -mavx2 -mfma -mf16c
+$(BUILD)/obj/src/index/search_avx512.o: ALLFLAGS += -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mavx2 -mfma -mf16c
+$(BUILD)/obj/src/index/search_amx.o: ALLFLAGS += $(QG_AVX512) -mamx-tile -mamx-int8
 endif
 $(BUILD)/obj/src/index/search.o: OPT = -O3
 $(BUILD)/obj/src/index/search_%.o: OPT = -O3
@@ -65,8 +65,8 @@ $(BUILD)/obj/src/index/search_%.o: OPT = -O3
 ML_PRE_OBJ = $(addprefix $(BUILD)/obj/src/model/,preprocess.o preprocess_avx2.o preprocess_avx512.o)
 $(ML_PRE_OBJ): OPT = -O3
 ifneq ($(filter x86_64%,$(shell $(CC) -dumpmachine)),)
-$(BUILD)/obj/src/model/preprocess_avx2.o: CFLAGS += -mavx2 -mfma
-$(BUILD)/obj/src/model/preprocess_avx512.o: CFLAGS += -mavx512f -mavx512bw -mavx512vl -mavx2 -mfma
+$(BUILD)/obj/src/model/preprocess_avx2.o: ALLFLAGS += -mavx2 -mfma
+$(BUILD)/obj/src/model/preprocess_avx512.o: ALLFLAGS += -mavx512f -mavx512bw -mavx512vl -mavx2 -mfma
 endif
 
 $(BUILD)/libmagiclens.a: $(LIB_OBJ)
