@@ -120,6 +120,11 @@ FUZZ_SAN = -fsanitize=address,undefined -fno-omit-frame-pointer
 fuzz:
 	$(MAKE) build-fuzz/lib/libmagiclens.a BUILD=build-fuzz/lib CC=clang OPT=-O1 SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link"
 	$(MAKE) $(FUZZ_BIN)
+	@# fuzz_warc's seeds are generated (small synthetic WARC/ARC files), never
+	@# copies of real crawls: build-fuzz/corpus/warc
+	mkdir -p build-fuzz/corpus/warc build-fuzz/warc-gen
+	/usr/bin/python3 tests/reference/make_warc.py build-fuzz/warc-gen > /dev/null
+	cp build-fuzz/warc-gen/t2.warc build-fuzz/warc-gen/t3.warc.gz build-fuzz/warc-gen/t4.arc build-fuzz/corpus/warc/
 build-fuzz/%: fuzz/%.c build-fuzz/lib/libmagiclens.a
 	clang -std=c11 -g -O1 $(FUZZ_SAN) -fsanitize=fuzzer $(CPPFLAGS) $(PKGCFLAGS) -o $@ $< build-fuzz/lib/libmagiclens.a $(LDLIBS) -pthread
 
