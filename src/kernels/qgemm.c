@@ -21,8 +21,6 @@
 #include "kernels/qgemm_internal.h"
 
 #define QG_MB 64                 /* rows per parallel task (multiple of QG_MPAD) */
-#define QG_B_BLOCK (1024 * 1024) /* B bytes a task keeps in L2 (half of 2 MB): 1 MB
-                                   * doubled K=3072 AMX speed vs 384 KB */
 #define QG_INT8_MAX_K 65536
 #ifndef QG_DYNAMIC
 #define QG_DYNAMIC 1
@@ -371,6 +369,7 @@ typedef struct amx_job {
     uint16_t *Cb;       /* bf16 C instead of C, row stride ldc */
     int dyn;            /* bf16 in place: every task takes items from `next` */
     atomic_int next;
+    const ml_packed *then; /* the next product's weights (prefetched), or NULL */
 } amx_job;
 
 /* Packs local rows [r0, r1) into the AMX blocked layout (qg_amx_task).
@@ -422,7 +421,8 @@ static void run_amx(void *ctx, int begin, int end) {
         if (q1 > B->panels) q1 = B->panels;
         if (aj->dyn) { /* all rows and panels, items shared through the counter */
             qg_act act = {aj->M, round_up(aj->M, QG_MPAD), B->Kp, (void *)aj->Ab, NULL, NULL};
-            qg_job j = {B, &act, aj->bias, aj->C, aj->ldc, aj->accumulate, aj->gelu, aj->Cb, (size_t)aj->lda * 2};
+            qg_job j = {B,        &act,   aj->bias,           aj->C, aj->ldc, aj->accumulate,
+                        aj->gelu, aj->Cb, (size_t)aj->lda * 2, aj->then};
             qg_amx_task(&j, 0, B->panels, aj->pb, NULL, NULL, (atomic_int *)&aj->next, aj->mparts * aj->nparts);
             continue;
         }
@@ -430,7 +430,7 @@ static void run_amx(void *ctx, int begin, int end) {
         if (aj->Ab && B->prec == ML_PREC_BF16) { /* bf16 rows: the tiles read them where they are */
             qg_act act = {r1 - r0, round_up(r1 - r0, QG_MPAD), B->Kp, (void *)(aj->Ab + (size_t)r0 * aj->lda), NULL, NULL};
             qg_job j = {B, &act, aj->bias, aj->C ? aj->C + (size_t)r0 * aj->ldc : NULL, aj->ldc, aj->accumulate,
-                        aj->gelu, aj->Cb ? aj->Cb + (size_t)r0 * aj->ldc : NULL, (size_t)aj->lda * 2};
+                        aj->gelu, aj->Cb ? aj->Cb + (size_t)r0 * aj->ldc : NULL, (size_t)aj->lda * 2, aj->then};
             qg_amx_task(&j, q0, q1, aj->pb, NULL, NULL, NULL, 1);
             continue;
         }
@@ -453,7 +453,7 @@ static void run_amx(void *ctx, int begin, int end) {
         pack_job pj = {B, aj->A ? aj->A + (size_t)r0 * aj->lda : NULL, aj->lda, &act, s + abytes,
                        aj->Ab ? aj->Ab + (size_t)r0 * aj->lda : NULL, wide};
         qg_job j = {B, &act, aj->bias, aj->C ? aj->C + (size_t)r0 * aj->ldc : NULL, aj->ldc, aj->accumulate,
-                    aj->gelu, aj->Cb ? aj->Cb + (size_t)r0 * aj->ldc : NULL, 0};
+                    aj->gelu, aj->Cb ? aj->Cb + (size_t)r0 * aj->ldc : NULL, 0, aj->then};
         qg_amx_task(&j, q0, q1, aj->pb, amx_pack, &pj, NULL, 1);
     }
 }
@@ -501,7 +501,7 @@ void ml_gemm_packed(int M, const float *A, int lda, const ml_packed *B, const fl
     }
 #if defined(__x86_64__)
     if (B->kernel == QG_AMX) {
-        gemm_amx(&(amx_job){B, A, bias, C, M, lda, ldc, accumulate, 0, 0, 1, 1, 2, NULL, NULL, 0, 0});
+        gemm_amx(&(amx_job){B, A, bias, C, M, lda, ldc, accumulate, 0, 0, 1, 1, 2, NULL, NULL, 0, 0, NULL});
         return;
     }
 #endif
@@ -515,7 +515,7 @@ void ml_gemm_packed(int M, const float *A, int lda, const ml_packed *B, const fl
     }
     pack_job pj = {B, A, lda, &act, NULL, NULL, NULL};
     ml_parallel_for((M + 15) / 16, 2, pack_rows, &pj);
-    task_job tj = {{B, &act, bias, C, ldc, accumulate, 0, NULL, 0}, kernel_fn(B), 0, 0};
+    task_job tj = {{B, &act, bias, C, ldc, accumulate, 0, NULL, 0, NULL}, kernel_fn(B), 0, 0};
     tj.n_mblocks = (act.Mp + QG_MB - 1) / QG_MB;
     tj.pb = panel_block(B, tj.n_mblocks);
     int n_pblocks = (B->panels + tj.pb - 1) / tj.pb;
@@ -528,7 +528,7 @@ void ml_gemm_packed_gelu(int M, const float *A, int lda, const ml_packed *B, con
     if (M <= 0 || !B) return;
 #if defined(__x86_64__)
     if (B->kernel == QG_AMX && B->prec != ML_PREC_FP32) {
-        gemm_amx(&(amx_job){B, A, bias, C, M, lda, ldc, 0, 1, 0, 1, 1, 2, NULL, NULL, 0, 0});
+        gemm_amx(&(amx_job){B, A, bias, C, M, lda, ldc, 0, 1, 0, 1, 1, 2, NULL, NULL, 0, 0, NULL});
         return;
     }
 #endif
@@ -567,18 +567,25 @@ static void gemm_bf16_via_f32(int M, const uint16_t *A, int lda, const ml_packed
     free(a);
 }
 
-void ml_gemm_bf16(int M, const uint16_t *A, int lda, const ml_packed *B, const float *bias,
-                  float *C, uint16_t *Cb, int ldc, int flags) {
+void ml_gemm_bf16_then(int M, const uint16_t *A, int lda, const ml_packed *B, const float *bias,
+                       float *C, uint16_t *Cb, int ldc, int flags, const ml_packed *then) {
     if (M <= 0 || !B || B->prec == ML_PREC_FP32 || !C == !Cb || (Cb && (flags & ML_GEMM_ACCUMULATE)))
         return;
 #if defined(__x86_64__)
     if (B->kernel == QG_AMX) {
         gemm_amx(&(amx_job){B, NULL, bias, C, M, lda, ldc, (flags & ML_GEMM_ACCUMULATE) != 0,
-                            (flags & ML_GEMM_GELU) != 0, 0, 1, 1, 2, A, Cb, 0, 0});
+                            (flags & ML_GEMM_GELU) != 0, 0, 1, 1, 2, A, Cb, 0, 0,
+                            then && then->kernel == QG_AMX ? then : NULL});
         return;
     }
 #endif
+    (void)then;
     gemm_bf16_via_f32(M, A, lda, B, bias, C, Cb, ldc, flags);
+}
+
+void ml_gemm_bf16(int M, const uint16_t *A, int lda, const ml_packed *B, const float *bias,
+                  float *C, uint16_t *Cb, int ldc, int flags) {
+    ml_gemm_bf16_then(M, A, lda, B, bias, C, Cb, ldc, flags, NULL);
 }
 
 /* ---- names ---- */

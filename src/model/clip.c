@@ -166,18 +166,23 @@ static void attn_bf16_tasks(void *ctx, int begin, int end) {
 
 /* clip_block with bf16 activations (same arguments). */
 static void clip_block_bf16(const ml_clip_block *b, int nseq, int T, int width, int heads,
-                            const unsigned char *key_ok, int causal, float *x, bf16_scratch *s) {
+                            const unsigned char *key_ok, int causal, float *x, bf16_scratch *s,
+                            const ml_clip_block *nb) {
     int rows = nseq * T;
     ml_layernorm_bf16(rows, width, x, b->ln_1.scale, b->ln_1.bias, 1e-5f, 0, s->h, s->Wp);
-    ml_gemm_bf16(rows, s->h, s->Wp, b->qkv.packed, b->qkv.b, NULL, s->qkv, 3 * width, 0);
+    /* each product names the next one's weights (prefetched as it ends) */
+    ml_gemm_bf16_then(rows, s->h, s->Wp, b->qkv.packed, b->qkv.b, NULL, s->qkv, 3 * width, 0, b->o.packed);
     attn_bf16_job j = {T, width, heads, width / heads, s->Wp, causal, nseq * heads, s->qkv, s->att,
                        key_ok, 0};
     int parts = ml_num_threads() < j.ntasks ? ml_num_threads() : j.ntasks;
     ml_parallel_for(parts, 1, attn_bf16_tasks, &j);
-    ml_gemm_bf16(rows, s->att, s->Wp, b->o.packed, b->o.b, x, NULL, width, ML_GEMM_ACCUMULATE);
+    ml_gemm_bf16_then(rows, s->att, s->Wp, b->o.packed, b->o.b, x, NULL, width, ML_GEMM_ACCUMULATE,
+                      b->fc.packed);
     ml_layernorm_bf16(rows, width, x, b->ln_2.scale, b->ln_2.bias, 1e-5f, 0, s->h, s->Wp);
-    ml_gemm_bf16(rows, s->h, s->Wp, b->fc.packed, b->fc.b, NULL, s->ff, s->Fp, ML_GEMM_GELU);
-    ml_gemm_bf16(rows, s->ff, s->Fp, b->proj.packed, b->proj.b, x, NULL, width, ML_GEMM_ACCUMULATE);
+    ml_gemm_bf16_then(rows, s->h, s->Wp, b->fc.packed, b->fc.b, NULL, s->ff, s->Fp, ML_GEMM_GELU,
+                      b->proj.packed);
+    ml_gemm_bf16_then(rows, s->ff, s->Fp, b->proj.packed, b->proj.b, x, NULL, width, ML_GEMM_ACCUMULATE,
+                      nb ? nb->qkv.packed : NULL);
 }
 
 /* The bf16 pipeline runs where its products run natively (AMX, bf16 or
@@ -269,7 +274,9 @@ static int vision_forward_bf16(const ml_model *m, int n, const float *const *pix
         free(patches);
     }
     vision_tokens(v, n, pe, x);
-    for (int l = 0; l < v->layers; l++) clip_block_bf16(&v->blocks[l], n, T, W, v->heads, NULL, 0, x, &s);
+    for (int l = 0; l < v->layers; l++)
+        clip_block_bf16(&v->blocks[l], n, T, W, v->heads, NULL, 0, x, &s,
+                        l + 1 < v->layers ? &v->blocks[l + 1] : NULL);
     vision_head(v, n, x, (float *)(void *)s.qkv, out_emb);
     free(x);
     bf16_scratch_free(&s);
@@ -335,7 +342,9 @@ int ml_text_forward(const ml_model *m, const int32_t *ids, float *out_emb, ml_er
         key_ok[i] = ids[i] > 0; /* id 0 is padding, even inside the text */
     }
     for (int l = 0; l < t->layers; l++) {
-        if (bf) clip_block_bf16(&t->blocks[l], 1, L, W, t->heads, key_ok, 1, x, &sb);
+        if (bf)
+            clip_block_bf16(&t->blocks[l], 1, L, W, t->heads, key_ok, 1, x, &sb,
+                            l + 1 < t->layers ? &t->blocks[l + 1] : NULL);
         else clip_block(&t->blocks[l], (ml_precision)m->precision, 1, L, W, t->heads, key_ok, 1, x, &s);
     }
     float *h = x + (size_t)L * W;

@@ -313,7 +313,8 @@ static void bf16_in_case(int M, int N, int K, int flags, ml_isa isa, ml_precisio
             bad += !(fabsf(C1[at] - C2[at]) <= 1e-5f * (1.0f + fabsf(C1[at])));
         }
     if (!(flags & ML_GEMM_ACCUMULATE)) {
-        ml_gemm_bf16(M, Ab, lda, p, bias, NULL, Cb, ldc, flags);
+        /* (told of a next product: only prefetches differ) */
+        ml_gemm_bf16_then(M, Ab, lda, p, bias, NULL, Cb, ldc, flags, p);
         for (int i = 0; i < Mp; i++)
             for (int n = 0; n < ldc; n++) {
                 size_t at = (size_t)i * ldc + n;
