@@ -65,9 +65,64 @@ size_t ml_att_amx_scratch(int S, int hd) {
            + 16 * (size_t)hd * 4 /* ob */;
 }
 
+/* out[c] = column c of the 16 x 16 u32 matrix whose rows are r[0..15]:
+ * 32-bit, then 64-bit interleaves inside 128-bit lanes, then two rounds of
+ * lane shuffles (64 shuffles for the 256 values, against 16 gathers of 16
+ * elements each). */
+static inline void transpose16(const __m512i r[16], __m512i out[16]) {
+    __m512i t[16], u[16], v[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    /* u[g + c], lane j: rows g..g+3 of column 4j + c */
+    for (int g = 0; g < 16; g += 4) {
+        u[g] = _mm512_unpacklo_epi64(t[g], t[g + 2]);
+        u[g + 1] = _mm512_unpackhi_epi64(t[g], t[g + 2]);
+        u[g + 2] = _mm512_unpacklo_epi64(t[g + 1], t[g + 3]);
+        u[g + 3] = _mm512_unpackhi_epi64(t[g + 1], t[g + 3]);
+    }
+    /* v[h + 2c]: lanes 0, 2 of u[h/2 + c], u[h/2 + 4 + c]; v[h + 2c + 1]: lanes 1, 3 */
+    for (int h = 0; h < 16; h += 8)
+        for (int c = 0; c < 4; c++) {
+            v[h + 2 * c] = _mm512_shuffle_i32x4(u[h + c], u[h + 4 + c], 0x88);
+            v[h + 2 * c + 1] = _mm512_shuffle_i32x4(u[h + c], u[h + 4 + c], 0xdd);
+        }
+    for (int c = 0; c < 4; c++) {
+        out[c] = _mm512_shuffle_i32x4(v[2 * c], v[8 + 2 * c], 0x88);
+        out[8 + c] = _mm512_shuffle_i32x4(v[2 * c], v[8 + 2 * c], 0xdd);
+        out[4 + c] = _mm512_shuffle_i32x4(v[2 * c + 1], v[8 + 2 * c + 1], 0x88);
+        out[12 + c] = _mm512_shuffle_i32x4(v[2 * c + 1], v[8 + 2 * c + 1], 0xdd);
+    }
+}
+
+/* bf16 K^T tiles: per key block of 16 and k-block of 32 dims, the 16 key
+ * rows (16 u32 = bf16 pairs each) transposed in registers. */
+static void pack_k_bf16(int S, int Sp, int hd, const att_io *io, uint32_t *kv) {
+    int KB = hd / 32;
+    const uint16_t *k = io->k;
+    for (int s0 = 0; s0 < Sp; s0 += 16) {
+        uint32_t *dst = kv + (size_t)(s0 / 16) * KB * 256;
+        for (int c = 0; c < 16 && s0 + c + ATT_AHEAD < S; c++)
+            prefetch_row((const float *)(k + (size_t)(s0 + c + ATT_AHEAD) * io->ldk), hd / 2);
+        for (int kb = 0; kb < KB; kb++) {
+            __m512i r[16], out[16];
+            for (int c = 0; c < 16; c++)
+                r[c] = s0 + c < S ? _mm512_loadu_si512(k + (size_t)(s0 + c) * io->ldk + kb * 32)
+                                  : _mm512_setzero_si512();
+            transpose16(r, out);
+            for (int i = 0; i < 16; i++) _mm512_store_si512(dst + kb * 256 + i * 16, out[i]);
+        }
+    }
+}
+
 /* K^T tiles, one key block of 16 at a time: the block's rows go to bf16,
  * then each tile row (one bf16 pair of 16 keys) is a gather of 16 u32. */
 static void pack_k(int S, int Sp, int hd, const att_io *io, uint32_t *kv) {
+    if (io->bf16) {
+        pack_k_bf16(S, Sp, hd, io, kv);
+        return;
+    }
     int KB = hd / 32, H2 = hd / 2;
     _Alignas(64) uint32_t blk[16 * (ML_ATT_HD_MAX / 2)];
     __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
@@ -109,7 +164,36 @@ static void prefetch_v(const att_io *io, int s, int hd) {
     else prefetch_row((const float *)io->v + (size_t)s * io->ldv, hd);
 }
 
+/* bf16 V tiles: a key pair's two rows interleaved 16 bits at a time
+ * (unpack within 128-bit lanes, then the lanes put in dim order), 32 dims
+ * at a time. */
+static void pack_v_bf16(int S, int Sp, int hd, const att_io *io, uint32_t *vv) {
+    int DB = hd / 16;
+    const uint16_t *v = io->v;
+    const __m512i first = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
+    const __m512i second = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
+    for (int p = 0; p < Sp / 2; p++) {
+        int kb = p / 16, kk = p % 16, s0 = 2 * p;
+        if (s0 + 1 + ATT_AHEAD < S) {
+            prefetch_v(io, s0 + ATT_AHEAD, hd);
+            prefetch_v(io, s0 + 1 + ATT_AHEAD, hd);
+        }
+        for (int d = 0; d < hd; d += 32) {
+            __m512i a = s0 < S ? _mm512_loadu_si512(v + (size_t)s0 * io->ldv + d) : _mm512_setzero_si512();
+            __m512i b = s0 + 1 < S ? _mm512_loadu_si512(v + (size_t)(s0 + 1) * io->ldv + d) : _mm512_setzero_si512();
+            __m512i lo = _mm512_unpacklo_epi16(a, b), hi = _mm512_unpackhi_epi16(a, b);
+            uint32_t *dst = vv + ((size_t)(kb * DB + d / 16) * 16 + kk) * 16;
+            _mm512_store_si512(dst, _mm512_permutex2var_epi64(lo, first, hi));
+            _mm512_store_si512(dst + 256, _mm512_permutex2var_epi64(lo, second, hi));
+        }
+    }
+}
+
 static void pack_v(int S, int Sp, int hd, const att_io *io, uint32_t *vv) {
+    if (io->bf16) {
+        pack_v_bf16(S, Sp, hd, io, vv);
+        return;
+    }
     int DB = hd / 16;
     for (int p = 0; p < Sp / 2; p++) {
         int kb = p / 16, kk = p % 16;
@@ -127,11 +211,12 @@ static void pack_v(int S, int Sp, int hd, const att_io *io, uint32_t *vv) {
 
 /* 2^y for y <= 0 to about 4e-5 relative: far below the bf16 rounding
  * (2^-9) the result gets next.  y = n + f, |f| <= 1/2, 2^f by its degree-4
- * Taylor polynomial in f ln 2, 2^n by vscalefps.  y is clamped at -150
- * first, so masked keys (-inf) and very small terms give 2^-150 * p: 0 or
- * the least float32 denormal, which bf16 rounds to 0 and no sum notices. */
-static inline __m512 exp2_bf16grade(__m512 y) {
-    y = _mm512_max_ps(y, _mm512_set1_ps(-150.0f));
+ * Taylor polynomial in f ln 2, 2^n by vscalefps.  A finite y below -150
+ * gives 0 or a float32 denormal, which bf16 rounds to 0 and no sum
+ * notices; -inf (a masked key) would give NaN, so rows that may hold it
+ * clamp y at -150 first (`clamp`). */
+static inline __m512 exp2_bf16grade(__m512 y, int clamp) {
+    if (clamp) y = _mm512_max_ps(y, _mm512_set1_ps(-150.0f));
     __m512 n = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 f = _mm512_sub_ps(y, n);
     __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(9.6181291e-3f), f, _mm512_set1_ps(5.5504109e-2f));
@@ -143,8 +228,11 @@ static inline __m512 exp2_bf16grade(__m512 y) {
 
 /* dst[0, n) = bf16(exp(row * sc - max)), zeros in [n, Sp); returns
  * 1 / sum of the exponentials (0 for a row with no usable key: all -inf),
- * which the caller applies to the output row (P V is linear in P). */
-static float exp_row_bf16(const float *row, int n, int Sp, float sc, uint16_t *dst) {
+ * which the caller applies to the output row (P V is linear in P).  Whole
+ * pairs of vectors go to bf16 in one conversion and one 64-byte store
+ * (Sp is a multiple of 32); `clamp`: the row may hold -inf. */
+static inline __attribute__((always_inline)) float exp_row_bf16_at(const float *row, int n, int Sp,
+                                                                   float sc, uint16_t *dst, int clamp) {
     vf mx = vset1(-INFINITY);
     int i = 0;
     for (; i + 16 <= n; i += 16) mx = vmax(mx, vload(row + i));
@@ -156,21 +244,30 @@ static float exp_row_bf16(const float *row, int n, int Sp, float sc, uint16_t *d
     }
     /* exp(x sc - m) = 2^(x c - m log2 e) with c = sc log2 e: one fma */
     const float log2e = 1.44269504088896341f;
-    vf vc = vset1(sc * log2e), neg_m = vset1(-m * log2e), sum = vzero();
-    for (i = 0; i + 16 <= n; i += 16) {
-        vf e = exp2_bf16grade(vfma(vload(row + i), vc, neg_m));
-        sum = vadd(sum, e);
-        _mm256_storeu_si256((__m256i *)(dst + i), bf16x16(e));
+    vf vc = vset1(sc * log2e), neg_m = vset1(-m * log2e), s0 = vzero(), s1 = vzero();
+    for (i = 0; i + 32 <= n; i += 32) {
+        vf e0 = exp2_bf16grade(vfma(vload(row + i), vc, neg_m), clamp);
+        vf e1 = exp2_bf16grade(vfma(vload(row + i + 16), vc, neg_m), clamp);
+        s0 = vadd(s0, e0), s1 = vadd(s1, e1);
+        _mm512_storeu_si512(dst + i, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
     }
-    if (i < n) {
-        vm msk = vmask(n - i);
-        vf e = _mm512_maskz_mov_ps(msk, exp2_bf16grade(vfma(vload_m(row + i, msk), vc, neg_m)));
-        sum = vadd(sum, e);
-        _mm256_storeu_si256((__m256i *)(dst + i), bf16x16(e));
-        i += 16;
+    for (; i < Sp; i += 32) { /* the last (partial) pair, then zeros */
+        int k0 = n - i < 0 ? 0 : n - i > 16 ? 16 : n - i, k1 = n - i - 16 < 0 ? 0 : n - i - 16 > 16 ? 16 : n - i - 16;
+        vm m0 = vmask(k0), m1 = vmask(k1);
+        vf e0 = _mm512_maskz_mov_ps(m0, exp2_bf16grade(vfma(vload_m(row + i, m0), vc, neg_m), 1));
+        vf e1 = _mm512_maskz_mov_ps(m1, exp2_bf16grade(vfma(vload_m(row + i + 16, m1), vc, neg_m), 1));
+        s0 = vadd(s0, e0), s1 = vadd(s1, e1);
+        _mm512_storeu_si512(dst + i, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
     }
-    for (; i < Sp; i += 16) _mm256_storeu_si256((__m256i *)(dst + i), _mm256_setzero_si256());
-    return 1.0f / vhsum(sum);
+    return 1.0f / vhsum(vadd(s0, s1));
+}
+
+static float exp_row_bf16(const float *row, int n, int Sp, float sc, uint16_t *dst) {
+    return exp_row_bf16_at(row, n, Sp, sc, dst, 0);
+}
+
+static float exp_row_bf16_masked(const float *row, int n, int Sp, float sc, uint16_t *dst) {
+    return exp_row_bf16_at(row, n, Sp, sc, dst, 1);
 }
 
 /* Query rows [t0, t0 + rows) to bf16 (times qscale), zero rows to 16. */
@@ -278,7 +375,7 @@ static void softmax_block(float *sb, int Sp, int S, int t0, int rows, float scal
                 if (row[k] != -INFINITY) row[k] = cap * tanhf(row[k] * scale / cap);
             sc = 1.0f;
         }
-        inv[r] = exp_row_bf16(row, n, Sp, sc, pr);
+        inv[r] = key_ok ? exp_row_bf16_masked(row, n, Sp, sc, pr) : exp_row_bf16(row, n, Sp, sc, pr);
     }
 }
 
