@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "magiclens.h"
@@ -62,6 +63,47 @@ static void run_part(ml_range_fn fn, void *ctx, int n, int part, int parts) {
     if (b < e) fn(ctx, b, e);
 }
 
+/* Between two jobs of a model pass there are only microseconds, but a
+ * futex sleep and wake-up costs ~35 us on the VMs measured (the woken
+ * thread's CPU had gone idle), paid by every one of the ~90 parallel
+ * regions of a ViT-B pass.  So a waiting thread first spins for up to
+ * ML_SPIN_US on the value it waits for, then sleeps as before: +4% bf16
+ * images/s (A/B, medians of 6 runs), while an idle pool still costs no CPU
+ * after that moment. */
+#ifndef ML_SPIN_US
+#define ML_SPIN_US 50
+#endif
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static double now_us(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e6 + (double)t.tv_nsec * 1e-3;
+}
+
+/* Spins while *v == val (atomic reads, no lock) for up to ML_SPIN_US. */
+static void spin_while_ul(unsigned long *v, unsigned long val) {
+    double end = now_us() + ML_SPIN_US;
+    for (int i = 1; __atomic_load_n(v, __ATOMIC_ACQUIRE) == val; i++) {
+        cpu_relax();
+        if (i % 32 == 0 && now_us() > end) return;
+    }
+}
+
+/* Spins while *v != 0, likewise. */
+static void spin_until_zero(int *v) {
+    double end = now_us() + ML_SPIN_US;
+    for (int i = 1; __atomic_load_n(v, __ATOMIC_ACQUIRE) != 0; i++) {
+        cpu_relax();
+        if (i % 32 == 0 && now_us() > end) return;
+    }
+}
+
 static void *worker_main(void *arg) {
     pool *p = &g_pool;
     int id = (int)(long)arg; /* runs part id + 1; the caller runs part 0 */
@@ -69,6 +111,11 @@ static void *worker_main(void *arg) {
     t_in_job = 1;
     pthread_mutex_lock(&p->mu);
     for (;;) {
+        if (p->generation == seen) {
+            pthread_mutex_unlock(&p->mu);
+            spin_while_ul(&p->generation, seen);
+            pthread_mutex_lock(&p->mu);
+        }
         while (p->generation == seen) pthread_cond_wait(&p->wake, &p->mu);
         seen = p->generation;
         if (id + 1 < p->parts) {
@@ -78,7 +125,7 @@ static void *worker_main(void *arg) {
             pthread_mutex_unlock(&p->mu);
             run_part(fn, ctx, n, id + 1, parts);
             pthread_mutex_lock(&p->mu);
-            if (--p->pending == 0) pthread_cond_signal(&p->done);
+            if (__atomic_sub_fetch(&p->pending, 1, __ATOMIC_RELEASE) == 0) pthread_cond_signal(&p->done);
         }
     }
     return NULL;
@@ -114,13 +161,14 @@ void ml_parallel_for(int n, int grain, ml_range_fn fn, void *ctx) {
     int parts = pool_grow(p, t - 1) + 1;
     if (parts > t) parts = t;
     p->fn = fn, p->ctx = ctx, p->n = n, p->parts = parts;
-    p->pending = parts - 1;
-    p->generation++;
+    __atomic_store_n(&p->pending, parts - 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&p->generation, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
     t_in_job = 1;
     run_part(fn, ctx, n, 0, parts);
     t_in_job = 0;
+    spin_until_zero(&p->pending);
     pthread_mutex_lock(&p->mu);
     while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
     pthread_mutex_unlock(&p->mu);
