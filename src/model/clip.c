@@ -209,14 +209,29 @@ static void extract_patches(const float *img, int grid, int P, float *out) {
 }
 
 /* x [n*T, W] <- class token, then the n*np patch embeddings pe, + positions. */
-static void vision_tokens(const ml_vision *v, int n, const float *pe, float *x) {
+typedef struct tokens_job {
+    const ml_vision *v;
+    const float *pe;
+    float *x;
+} tokens_job;
+
+/* Images [i0, i1): x = [class, patches] + pos, in one pass per image. */
+static void tokens_range(void *ctx, int i0, int i1) {
+    const tokens_job *j = ctx;
+    const ml_vision *v = j->v;
     int T = v->tokens, W = v->width, np = v->grid * v->grid;
-    for (int i = 0; i < n; i++) {
-        float *xi = x + (size_t)i * T * W;
-        memcpy(xi, v->class_emb, sizeof(float) * W);
-        memcpy(xi + W, pe + (size_t)i * np * W, sizeof(float) * np * W);
-        ml_add(xi, v->pos_emb, (long)T * W);
+    for (int i = i0; i < i1; i++) {
+        float *xi = j->x + (size_t)i * T * W;
+        for (int c = 0; c < W; c++) xi[c] = v->class_emb[c] + v->pos_emb[c];
+        const float *src = j->pe + (size_t)i * np * W;
+        for (size_t c = 0; c < (size_t)np * W; c++) xi[W + c] = src[c] + v->pos_emb[W + c];
     }
+}
+
+static void vision_tokens(const ml_vision *v, int n, const float *pe, float *x) {
+    int T = v->tokens, W = v->width;
+    tokens_job j = {v, pe, x};
+    ml_parallel_for(n, 1, tokens_range, &j);
     ml_layernorm(n * T, W, x, v->ln_pre.scale, v->ln_pre.bias, 1e-5f, 0, x);
 }
 
@@ -228,11 +243,23 @@ static void vision_head(const ml_vision *v, int n, const float *x, float *tmp, f
     ml_gemm(n, v->proj.out, W, tmp, W, v->proj.w, v->proj.out, NULL, out, v->proj.out, 0);
 }
 
-/* The n images' patches as bf16 rows of ld (extract_patches' order), the
- * K padding of each row zeroed. */
-static void patches_bf16(const ml_vision *v, int n, const float *const *pixels, uint16_t *out, int ld) {
+typedef struct patches_job {
+    const ml_vision *v;
+    const float *const *pixels;
+    uint16_t *out;
+    int ld;
+} patches_job;
+
+/* Images [i0, i1)' patches as bf16 rows of ld (extract_patches' order),
+ * the K padding of each row zeroed. */
+static void patches_range(void *ctx, int i0, int i1) {
+    const patches_job *j = ctx;
+    const ml_vision *v = j->v;
+    const float *const *pixels = j->pixels;
+    uint16_t *out = j->out;
+    int ld = j->ld;
     int P = v->patch, S = v->grid * P, np = v->grid * v->grid, pd = P * P * 3, pdp = round32(pd);
-    for (int i = 0; i < n; i++)
+    for (int i = i0; i < i1; i++)
         for (int py = 0; py < v->grid; py++)
             for (int px = 0; px < v->grid; px++) {
                 uint16_t *o = out + ((size_t)i * np + (size_t)py * v->grid + px) * ld;
@@ -242,6 +269,11 @@ static void patches_bf16(const ml_vision *v, int n, const float *const *pixels, 
                 }
                 memset(o + pd, 0, sizeof(uint16_t) * (size_t)(pdp - pd));
             }
+}
+
+static void patches_bf16(const ml_vision *v, int n, const float *const *pixels, uint16_t *out, int ld) {
+    patches_job j = {v, pixels, out, ld};
+    ml_parallel_for(n, 1, patches_range, &j);
 }
 
 /* The image tower on the bf16 pipeline: with a bf16 patch embedding the
