@@ -22,6 +22,14 @@
 
 #define QG_MB 64                 /* rows per parallel task (multiple of QG_MPAD) */
 #define QG_INT8_MAX_K 65536
+#ifndef QG_MT_MIN_WORK
+/* AMX products below M * N * Kp = this run on one thread.  It was 24M while
+ * waking a pool thread cost ~35 us; with the pool's spin-wait (threads.c)
+ * the fusion layers' products (16 x 512 x 512 at base) gain from a second
+ * thread: fusion 4.6-4.8 -> 3.7-4.2 ms a batch of 8, batch-1 queries
+ * 25-26 -> 27.5-28.5 per second (bf16). */
+#define QG_MT_MIN_WORK (4 * 1024 * 1024)
+#endif
 #ifndef QG_DYNAMIC
 #define QG_DYNAMIC 1
 #endif
@@ -467,7 +475,7 @@ static void gemm_amx(amx_job *aj) {
     aj->mblocks = (M + QG_MPAD - 1) / QG_MPAD;
     int T = ml_num_threads();
     long long work = (long long)M * B->N * B->Kp;
-    if (work < 24 * 1024 * 1024) T = 1; /* waking a thread costs more than it saves */
+    if (work < QG_MT_MIN_WORK) T = 1; /* waking a thread costs more than it saves */
     int d = 1;
     for (int c = 1; c <= T; c++)
         if (T % c == 0 && c <= aj->mblocks / 4) d = c;
