@@ -38,8 +38,8 @@ int ml_num_threads(void) {
 }
 
 /* A persistent pool: creating threads per call costs ~50 us, more than a
- * small text-tower matmul.  Workers sleep on a condition variable between
- * jobs.  One job runs at a time: a second caller (another API thread, or a
+ * small text-tower matmul.  Workers spin briefly, then sleep on a condition
+ * variable between jobs (see ML_SPIN_US).  One job runs at a time: a second caller (another API thread, or a
  * nested call from inside a job) runs its work serially instead of waiting,
  * which keeps nesting deadlock-free and the result independent of timing. */
 typedef struct pool {
