@@ -39,9 +39,10 @@ int ml_num_threads(void) {
 
 /* A persistent pool: creating threads per call costs ~50 us, more than a
  * small text-tower matmul.  Workers spin briefly, then sleep on a condition
- * variable between jobs (see ML_SPIN_US).  One job runs at a time: a second caller (another API thread, or a
- * nested call from inside a job) runs its work serially instead of waiting,
- * which keeps nesting deadlock-free and the result independent of timing. */
+ * variable between jobs (see ML_SPIN_US).  One job runs at a time: a second
+ * caller (another API thread, or a nested call from inside a job) runs its
+ * work serially instead of waiting, which keeps nesting deadlock-free and
+ * the result independent of timing. */
 typedef struct pool {
     pthread_mutex_t mu;
     pthread_cond_t wake, done;
@@ -86,22 +87,23 @@ static double now_us(void) {
     return (double)t.tv_sec * 1e6 + (double)t.tv_nsec * 1e-3;
 }
 
-/* Spins while *v == val (atomic reads, no lock) for up to ML_SPIN_US. */
+/* One pause of a spin that began at `start` (us); 0 once ML_SPIN_US have
+ * passed (the clock is read every 32 pauses). */
+static int spin_on(int i, double start) {
+    cpu_relax();
+    return i % 32 != 0 || now_us() < start + ML_SPIN_US;
+}
+
+/* Spins while *v == val (atomic reads, no lock), for up to ML_SPIN_US. */
 static void spin_while_ul(unsigned long *v, unsigned long val) {
-    double end = now_us() + ML_SPIN_US;
-    for (int i = 1; __atomic_load_n(v, __ATOMIC_ACQUIRE) == val; i++) {
-        cpu_relax();
-        if (i % 32 == 0 && now_us() > end) return;
-    }
+    double start = now_us();
+    for (int i = 1; __atomic_load_n(v, __ATOMIC_ACQUIRE) == val && spin_on(i, start); i++) {}
 }
 
 /* Spins while *v != 0, likewise. */
 static void spin_until_zero(int *v) {
-    double end = now_us() + ML_SPIN_US;
-    for (int i = 1; __atomic_load_n(v, __ATOMIC_ACQUIRE) != 0; i++) {
-        cpu_relax();
-        if (i % 32 == 0 && now_us() > end) return;
-    }
+    double start = now_us();
+    for (int i = 1; __atomic_load_n(v, __ATOMIC_ACQUIRE) != 0 && spin_on(i, start); i++) {}
 }
 
 static void *worker_main(void *arg) {

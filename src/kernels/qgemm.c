@@ -291,7 +291,7 @@ static qg_kernel_fn kernel_fn(const ml_packed *B) {
 /* Panels per task: as many as fit QG_B_BLOCK (even, for the 2-panel
  * kernels), fewer when that would leave threads idle. */
 static int panel_block(const ml_packed *B, int n_mblocks) {
-    size_t panel_bytes = (size_t)B->Kp * QG_NR * (B->prec == ML_PREC_BF16 ? 2 : 1);
+    size_t panel_bytes = qg_panel_bytes(B);
     int pb = (int)(QG_B_BLOCK / panel_bytes) & ~1;
     if (pb < 2) pb = 2;
     int threads = ml_num_threads();
@@ -483,7 +483,7 @@ static void gemm_amx(amx_job *aj) {
     aj->nparts = T / d;
     int pairs = (B->panels + 1) / 2;
     if (aj->nparts > pairs) aj->nparts = pairs;
-    size_t panel_bytes = (size_t)B->Kp * QG_NR * (B->prec == ML_PREC_BF16 ? 2 : 1);
+    size_t panel_bytes = qg_panel_bytes(B);
     aj->pb = (int)(QG_B_BLOCK / panel_bytes) & ~1; /* 1 MB: 256/512 KB and 1.5 MB were slower */
     if (aj->pb < 2) aj->pb = 2;
     /* as many blocks as that needs, of equal size (48 panels in 42 + 6

@@ -301,10 +301,9 @@ void qg_amx_task(const qg_job *j, int p0, int p1, int pb, qg_pack_fn pack, void 
     qg_epi e;
     e.i = e.p = e.np = e.nr = 0, e.done = 64, e.pend = 0;
     qg_side sd = {pack, pctx, 0, 0, 1, NULL, j->a_ld, 0, 0, (int)((size_t)j->A->Kp * 2 / 64), NULL, 0, 0};
-    size_t panel_lines = (size_t)j->A->Kp * QG_NR * (bf ? 2 : 1) / 64;
-    size_t then_lines = j->then ? (size_t)j->then->Kp * j->then->panels * QG_NR *
-                                      (j->then->prec == ML_PREC_BF16 ? 2 : 1) / 64
-                                : 0; /* its panels only (int8 scales live elsewhere) */
+    size_t panel_lines = qg_panel_bytes(j->B) / 64;
+    /* the next product's panels only (int8 scales live elsewhere) */
+    size_t then_lines = j->then ? qg_panel_bytes(j->then) * (size_t)j->then->panels / 64 : 0;
     if (then_lines > QG_B_BLOCK / 64) then_lines = QG_B_BLOCK / 64;
     tiles_begin();
     /* work items: (panel block, row block), panel block major; handed out

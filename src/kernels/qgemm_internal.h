@@ -73,9 +73,14 @@ typedef struct qg_job {
                                    * comes next (its first block is prefetched), or NULL */
 } qg_job;
 
+/* Bytes of one packed panel (bf16 or int8): Kp rows of 16 columns. */
+static inline size_t qg_panel_bytes(const struct ml_packed *B) {
+    return (size_t)B->Kp * QG_NR * (B->prec == ML_PREC_BF16 ? 2 : 1);
+}
+
 /* Panel p's packed data (bf16 or int8), 64 bytes per k group. */
 static inline const void *qg_panel(const struct ml_packed *B, int p) {
-    return (const char *)B->w + (size_t)p * (size_t)B->Kp * QG_NR * (B->prec == ML_PREC_BF16 ? 2 : 1);
+    return (const char *)B->w + (size_t)p * qg_panel_bytes(B);
 }
 
 /* Columns of panel p that exist in C (16 except maybe the last). */

@@ -208,7 +208,6 @@ static void extract_patches(const float *img, int grid, int P, float *out) {
         }
 }
 
-/* x [n*T, W] <- class token, then the n*np patch embeddings pe, + positions. */
 typedef struct tokens_job {
     const ml_vision *v;
     const float *pe;
@@ -228,6 +227,8 @@ static void tokens_range(void *ctx, int i0, int i1) {
     }
 }
 
+/* x [n*T, W] <- class token, then the n*np patch embeddings pe, + positions,
+ * layer-normed (ln_pre). */
 static void vision_tokens(const ml_vision *v, int n, const float *pe, float *x) {
     int T = v->tokens, W = v->width;
     tokens_job j = {v, pe, x};
