@@ -25,6 +25,7 @@
 #include "index/store.h"
 #include "io/native.h"
 #include "io/npy.h"
+#include "io/vocab.h"
 #include "kernels/ops.h"
 #include "train/export_flax.h"
 #include "train/init.h"
@@ -532,7 +533,8 @@ static int cmd_export_model(int argc, char **argv) {
     if (!strcmp(o.format, "flax")) {
         rc = ml_export_flax_pkl_chunked(&ts, o.output, o.chunk, &err);
     } else {
-        const char *vp = o.vocab ? o.vocab : getenv("MAGICLENS_VOCAB");
+        char vbuf[4096];
+        const char *vp = ml_vocab_find(o.vocab, vbuf, sizeof vbuf) == 0 ? vbuf : NULL;
         unsigned char *vocab = NULL;
         size_t vlen = 0;
         char *cfg = mx_config(&ts);
@@ -540,8 +542,8 @@ static int cmd_export_model(int argc, char **argv) {
         else if (!cfg) rc = ml_fail(&err, "out of memory");
         else rc = ml_native_write(o.output, &ts, cfg, vocab, vlen, &err);
         if (rc == 0 && !vp && !o.quiet)
-            fprintf(stderr, "magiclens: note: no vocabulary (--vocab or MAGICLENS_VOCAB) stored "
-                            "in %s\n", o.output);
+            fprintf(stderr, "magiclens: note: no vocabulary found (%s), none stored in %s\n",
+                    ML_VOCAB_ORDER, o.output);
         free(vocab);
         free(cfg);
     }
