@@ -16,7 +16,7 @@ BUCKET="https://storage.googleapis.com/gresearch/magiclens/models"
 fetch() { # url dest
     local tmp="$2.part"
     if command -v curl >/dev/null; then
-        curl -fL --retry 3 --connect-timeout 20 -o "$tmp" "$1"
+        curl -fsSL --retry 3 --connect-timeout 20 -o "$tmp" "$1"
     else
         wget -q -O "$tmp" "$1"
     fi && mv "$tmp" "$2"
