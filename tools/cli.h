@@ -18,6 +18,7 @@ int cli_number(const char *cmd, const char *opt, const char *value, double lo, d
 int cmd_index(int argc, char **argv);
 int cmd_search(int argc, char **argv);
 int cmd_export_index(int argc, char **argv);
+int cmd_export_model(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_mine(int argc, char **argv);
