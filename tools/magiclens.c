@@ -51,7 +51,7 @@ static void usage(FILE *f) {
             "                  [--store auto|f32|f16|int8] [--exact] [--nprobe N]\n"
             "  magiclens export --index X.mlindex --output DIR  # embeddings.npy, metadata.jsonl\n"
             "  magiclens export --model M.pkl|M.mlens|model.safetensors [--init-fusion random]\n"
-            "                  [--seed S] [--format flax|mlens] --output OUT  # docs/training-init.md\n"
+            "                  [--seed S] [--format flax|mlens] [--chunk-bytes N] --output OUT\n"
             "  magiclens train --init MODEL --data TRIPLETS --output DIR [--steps N] [--batch B]\n"
             "                  [--lr LR] [--train fusion|all] [--resume] ...  # docs/training.md\n"
             "  magiclens mine pages|fetch|pairs|instruct ...  # web pages -> triplets, docs/mining.md\n"
