@@ -15,12 +15,6 @@
 #include "train/export_flax.h"
 #include "train/init.h"
 
-static int need(const char *v, const char *what) {
-    if (v) return 0;
-    fprintf(stderr, "magiclens: %s is required\n", what);
-    return -1;
-}
-
 typedef struct mx_opts {
     const char *model, *format, *output, *init, *vocab;
     uint64_t seed, chunk;
@@ -71,7 +65,7 @@ static int mx_parse(int argc, char **argv, mx_opts *o) {
         fprintf(stderr, "magiclens: --format must be flax or mlens\n");
         return -1;
     }
-    return need(o->model, "--model") || need(o->output, "--output") ? -1 : 0;
+    return cli_need(o->model, "--model") || cli_need(o->output, "--output") ? -1 : 0;
 }
 
 static int64_t mx_dim(const ml_tensor_set *ts, const char *name, int axis) {

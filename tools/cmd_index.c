@@ -45,18 +45,6 @@ static int add_source(ix_opts *o, const char *s, int mode) {
     return 0;
 }
 
-static int parse_number(const char *name, const char *v, double lo, double hi, double *out) {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || end == v || *end || !(x >= lo && x <= hi)) {
-        fprintf(stderr, "magiclens: %s %s: expected a number in [%g, %g]\n", name, v, lo, hi);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 static int parse(int argc, char **argv, ix_opts *o) {
     enum { O_ADD = 256, O_REMOVE, O_LIKE, O_OFFSET, O_MIN, O_PREFIX, O_JSON, O_STORE, O_EXACT,
            O_ANN, O_NLIST, O_NPROBE, O_VERBOSE, O_COMPACT };
@@ -94,24 +82,24 @@ static int parse(int argc, char **argv, ix_opts *o) {
         case 'I': o->image = optarg; break;
         case 't': o->text = optarg; break;
         case O_LIKE:
-            if (parse_number("--like", optarg, 0, 9e15, &x)) return -1;
+            if (cli_number(NULL, "--like", optarg, 0, 9e15, &x)) return -1;
             o->like = (long long)x;
             break;
-        case 'k': if (parse_number("-k", optarg, 1, 100000, &x)) return -1; o->k = (int)x; break;
+        case 'k': if (cli_number(NULL, "-k", optarg, 1, 100000, &x)) return -1; o->k = (int)x; break;
         case O_OFFSET:
-            if (parse_number("--offset", optarg, 0, 1e9, &x)) return -1;
+            if (cli_number(NULL, "--offset", optarg, 0, 1e9, &x)) return -1;
             o->offset = (int)x;
             break;
-        case O_MIN: if (parse_number("--min-score", optarg, -2, 2, &o->min_score)) return -1; break;
+        case O_MIN: if (cli_number(NULL, "--min-score", optarg, -2, 2, &o->min_score)) return -1; break;
         case O_PREFIX: o->prefix = optarg; break;
         case O_JSON: o->json = 1; break;
         case O_STORE: o->store = optarg; break;
         case O_EXACT: o->exact = 1; break;
         case O_ANN: o->ann = 1; break;
-        case O_NLIST: if (parse_number("--nlist", optarg, 1, 1 << 20, &x)) return -1; o->nlist = (int)x; break;
-        case O_NPROBE: if (parse_number("--nprobe", optarg, 1, 1 << 20, &x)) return -1; o->nprobe = (int)x; break;
-        case 'b': if (parse_number("--batch", optarg, 1, 256, &x)) return -1; o->batch = (int)x; break;
-        case 'j': if (parse_number("--threads", optarg, 1, 1024, &x)) return -1; o->threads = (int)x; break;
+        case O_NLIST: if (cli_number(NULL, "--nlist", optarg, 1, 1 << 20, &x)) return -1; o->nlist = (int)x; break;
+        case O_NPROBE: if (cli_number(NULL, "--nprobe", optarg, 1, 1 << 20, &x)) return -1; o->nprobe = (int)x; break;
+        case 'b': if (cli_number(NULL, "--batch", optarg, 1, 256, &x)) return -1; o->batch = (int)x; break;
+        case 'j': if (cli_number(NULL, "--threads", optarg, 1, 1024, &x)) return -1; o->threads = (int)x; break;
         case 'p':
             if (strcmp(optarg, "auto") == 0) o->precision = ML_PRECISION_AUTO;
             else if ((o->precision = cli_parse_precision(optarg)) < 0) return -1;
@@ -131,12 +119,6 @@ static int parse(int argc, char **argv, ix_opts *o) {
     return 0;
 }
 
-static int need(const char *v, const char *what) {
-    if (v) return 0;
-    fprintf(stderr, "magiclens: %s is required\n", what);
-    return -1;
-}
-
 /* ---- index ------------------------------------------------------------- */
 
 static void print_stats(const char *dir, const ml_index_stats *st) {
@@ -154,7 +136,7 @@ int cmd_index(int argc, char **argv) {
     ix_opts o;
     if (parse(argc, argv, &o) != 0) return 2;
     if (!o.index) o.index = o.output; /* `index --output X` names the index */
-    if (need(o.index, "--output (the index folder)") != 0) return 2;
+    if (cli_need(o.index, "--output (the index folder)") != 0) return 2;
     if (!o.nsources && !o.ann && !o.compact) {
         fprintf(stderr, "magiclens: give --images SRC (or --add / --remove PATH, --compact, --ann)\n");
         return 2;
@@ -163,7 +145,7 @@ int cmd_index(int argc, char **argv) {
     if (o.nsources) {
         ml_model *m = NULL;
         if (o.mode != ML_INDEX_REMOVE) {
-            if (need(o.model, "--model") != 0) return 2;
+            if (cli_need(o.model, "--model") != 0) return 2;
             if (!(m = cli_load_model(o.model, o.vocab, o.precision))) return 1;
         }
         ml_index_update_opts uo = {.batch = o.batch, .progress = !o.quiet, .verbose = o.verbose,
@@ -246,7 +228,7 @@ static int query_vector(const ix_opts *o, ml_index *ix, const ml_index_query *q,
 
 int cmd_search(int argc, char **argv) {
     ix_opts o;
-    if (parse(argc, argv, &o) != 0 || need(o.index, "--index") != 0) return 2;
+    if (parse(argc, argv, &o) != 0 || cli_need(o.index, "--index") != 0) return 2;
     if (o.store && strcmp(o.store, "auto") != 0 && strcmp(o.store, "f32") != 0 &&
         strcmp(o.store, "f16") != 0 && strcmp(o.store, "int8") != 0) {
         fprintf(stderr, "magiclens: --store %s: use auto, f32, f16 or int8\n", o.store);
@@ -266,7 +248,7 @@ int cmd_search(int argc, char **argv) {
     } else if (o.image && o.like >= 0) {
         fprintf(stderr, "magiclens: --image and --like cannot be combined\n");
         rc = 2;
-    } else if (need(o.model, "--model") != 0) {
+    } else if (cli_need(o.model, "--model") != 0) {
         rc = 2;
     }
     ml_index_query q = {NULL, o.text, o.like, o.truncate, o.k, o.offset, (float)o.min_score,
@@ -305,7 +287,7 @@ int cmd_export_index(int argc, char **argv) {
     }
     if (model && !index) return cmd_export_model(argc, argv);
     ix_opts o;
-    if (parse(argc, argv, &o) != 0 || need(o.index, "--index") != 0 || need(o.output, "--output") != 0)
+    if (parse(argc, argv, &o) != 0 || cli_need(o.index, "--index") != 0 || cli_need(o.output, "--output") != 0)
         return 2;
     ml_error err;
     ml_index_open_opts oo = {NULL, 1};
