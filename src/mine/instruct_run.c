@@ -98,19 +98,6 @@ static void warnf(run *r, const char *fmt, ...) {
 
 /* ---- paths and fields --------------------------------------------------- */
 
-static char *dir_of(const char *path) {
-    char *d = strdup(path);
-    if (!d) return NULL;
-    char *slash = strrchr(d, '/');
-    if (!slash)
-        strcpy(d, ".");
-    else if (slash == d)
-        slash[1] = 0;
-    else
-        *slash = 0;
-    return d;
-}
-
 /* An image key of pairs.jsonl ("path" or "tar::member", relative to the
  * pairs file's folder) as seen from `to_dir` (NULL: absolute). */
 static char *rekey(const char *key, const char *from_dir, const char *to_dir) {
@@ -639,14 +626,6 @@ static void count_drops(run *r) {
 
 /* ---- stats -------------------------------------------------------------- */
 
-static void print_counts(const char *label, const ml_counts *c) {
-    if (!c->n) return;
-    fprintf(stderr, "  %s:", label);
-    for (size_t i = 0; i < c->n; i++)
-        fprintf(stderr, "%s %s %lld", i ? "," : "", c->v[i].name, c->v[i].n);
-    fputc('\n', stderr);
-}
-
 static json_t *llm_json(const ml_llm *c) {
     return json_pack("{sI sI sI sI sI sI sI sI}", "requests", (json_int_t)c->n.requests, "answers",
                      (json_int_t)c->n.answers, "http_429", (json_int_t)c->n.http_429, "http_5xx",
@@ -668,13 +647,13 @@ static int report(run *r, double secs, int ok, ml_error *err) {
                 r->cached, r->asked, secs > 0 ? r->asked / secs : 0, (long long)r->llm.n.requests,
                 (long long)r->llm.n.http_429, (long long)r->llm.n.http_5xx,
                 (long long)r->llm.n.network_errors, (long long)r->llm.n.retries);
-        print_counts("unusable answers", &r->invalid);
+        ml_counts_print("unusable answers", &r->invalid);
     }
     if (a->vision_url)
         fprintf(stderr, "  captions: cached %lld, asked %lld, requests %lld\n", r->captions_cached,
                 r->captions_asked, (long long)r->vision.n.requests);
-    print_counts("captions failed", &r->caption_dropped);
-    print_counts("pairs dropped", &r->dropped);
+    ml_counts_print("captions failed", &r->caption_dropped);
+    ml_counts_print("pairs dropped", &r->dropped);
     if (!a->stats) return 0;
     json_t *s =
         json_pack("{sI sI sI sI sI sI so so so sf sf}", "pairs_in", (json_int_t)lines, "bad_lines",
@@ -753,7 +732,7 @@ static int setup_llm(run *r, ml_error *err) {
 
 static int run_all(run *r, ml_error *err) {
     const args *a = r->a;
-    char *pairs_dir = dir_of(a->pairs), *out_dir = dir_of(a->output), *cache_path = NULL;
+    char *pairs_dir = ml_dir_of(a->pairs), *out_dir = ml_dir_of(a->output), *cache_path = NULL;
     int rc = pairs_dir && out_dir ? 0 : ml_fail(err, "out of memory");
     double t0 = ml_now();
     if (rc == 0) rc = read_pairs(r, pairs_dir, out_dir, err);
