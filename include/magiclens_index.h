@@ -11,7 +11,11 @@
  * far, and the next sync redoes only the rest.
  *
  * Threads: one ml_index handle may be searched from several threads at once
- * (ml_index_search*, ml_index_count, ml_index_item, ml_index_embeddings).
+ * (ml_index_search_vector, ml_index_count, ml_index_item,
+ * ml_index_embeddings; ml_index_search and ml_index_query_vector too, but
+ * they run the model, and one ml_model must not compute two embeddings at
+ * once: give each thread its own model, or compute the query vectors under
+ * your own lock and call ml_index_search_vector, as the server does).
  * ml_index_sync / _add / _remove and ml_index_close need the handle to
  * themselves (no search running on it): they reopen it, which invalidates
  * the paths returned by earlier searches.  Other processes may read an index

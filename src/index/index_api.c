@@ -207,7 +207,7 @@ int ml_index_search_vector(ml_index *ix, const float *vec, int space, const ml_i
     float min_score = isnan(q->min_score) ? -INFINITY : q->min_score;
     ml_query qu = {vec, space, K > 1 ? want : k, K > 1 ? 0 : q->offset, min_score,
                    q->prefix, q->nprobe, q->like};
-    ml_result *res = calloc((size_t)want, sizeof *res);
+    ml_result *res = calloc((size_t)(K > 1 ? want : k), sizeof *res);
     int got = 0;
     int rc = res ? ml_searcher_search(ix->s, &qu, res, &got, err) : ml_fail(err, "out of memory");
     if (!ml_dist_all_true(rc == 0)) {
