@@ -149,4 +149,8 @@ void ml_set_threads(int n);
 #ifdef __cplusplus
 }
 #endif
+
+/* ---- Index: build, update, search (magiclens_index.h) ------------------ */
+#include "magiclens_index.h"
+
 #endif

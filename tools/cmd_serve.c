@@ -23,18 +23,6 @@ typedef struct serve_cli {
     char web_buf[PATH_MAX];
 } serve_cli;
 
-static int number(const char *name, const char *v, double lo, double hi, double *out) {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || end == v || *end || !(x >= lo && x <= hi)) {
-        fprintf(stderr, "magiclens serve: %s %s: expected a number in [%g, %g]\n", name, v, lo, hi);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 static int is_dir(const char *p) {
     struct stat st;
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
@@ -62,22 +50,40 @@ static int parse_value(serve_cli *c, int opt, const char *v) {
     double x;
     ml_serve_opts *s = &c->s;
     switch (opt) {
-    case O_PORT: if (number("--port", v, 0, 65535, &x)) return -1; s->port = (int)x; return 0;
-    case O_WORKERS: if (number("--workers", v, 1, 256, &x)) return -1; s->workers = (int)x; return 0;
-    case O_QUEUE: if (number("--queue", v, 0, 100000, &x)) return -1; s->queue = (int)x; return 0;
-    case O_CONNS: if (number("--max-conns", v, 1, 100000, &x)) return -1; s->max_conns = (int)x; return 0;
-    case O_TIMEOUT: if (number("--timeout", v, 1, 3600, &x)) return -1; s->timeout_s = (int)x; return 0;
-    case O_UPLOAD: if (number("--max-upload-mb", v, 0.001, 1024, &x)) return -1;
+    case O_PORT: if (cli_number("serve", "--port", v, 0, 65535, &x)) return -1; s->port = (int)x; return 0;
+    case O_WORKERS: if (cli_number("serve", "--workers", v, 1, 256, &x)) return -1; s->workers = (int)x; return 0;
+    case O_QUEUE: if (cli_number("serve", "--queue", v, 0, 100000, &x)) return -1; s->queue = (int)x; return 0;
+    case O_CONNS: if (cli_number("serve", "--max-conns", v, 1, 100000, &x)) return -1; s->max_conns = (int)x; return 0;
+    case O_TIMEOUT: if (cli_number("serve", "--timeout", v, 1, 3600, &x)) return -1; s->timeout_s = (int)x; return 0;
+    case O_UPLOAD: if (cli_number("serve", "--max-upload-mb", v, 0.001, 1024, &x)) return -1;
         s->max_upload = (size_t)(x * 1048576); return 0;
-    case O_PIXELS: if (number("--max-pixels", v, 1, 1e9, &x)) return -1; s->max_pixels = (long long)x; return 0;
-    case O_TEXT: if (number("--max-text", v, 1, 1 << 20, &x)) return -1; s->max_text = (size_t)x; return 0;
-    case O_MAXK: if (number("--max-k", v, 1, 100000, &x)) return -1; s->max_k = (int)x; return 0;
-    case O_THREADS: if (number("--threads", v, 1, 4096, &x)) return -1; c->threads = (int)x; return 0;
+    case O_PIXELS: if (cli_number("serve", "--max-pixels", v, 1, 1e9, &x)) return -1; s->max_pixels = (long long)x; return 0;
+    case O_TEXT: if (cli_number("serve", "--max-text", v, 1, 1 << 20, &x)) return -1; s->max_text = (size_t)x; return 0;
+    case O_MAXK: if (cli_number("serve", "--max-k", v, 1, 100000, &x)) return -1; s->max_k = (int)x; return 0;
+    case O_THREADS: if (cli_number("serve", "--threads", v, 1, 4096, &x)) return -1; c->threads = (int)x; return 0;
     case O_PREC:
         if (!strcmp(v, "auto")) return c->precision = ML_PRECISION_AUTO, 0;
         return (c->precision = cli_parse_precision(v)) < 0 ? -1 : 0;
     }
     return -1;
+}
+
+static void serve_usage(FILE *f) {
+    fprintf(f,
+            "usage: magiclens serve --index X.mlindex --model M [options]   (docs/serve.md)\n"
+            "  --host H (127.0.0.1)      bind address; loopback only unless you say otherwise\n"
+            "  --port N (8080)           0 = any free port (printed at start-up)\n"
+            "  --web DIR                 the page's files (default <binary>/../web, else ./web)\n"
+            "  --token T                 admin token, 8+ characters (default $MAGICLENS_TOKEN)\n"
+            "  --workers N (2)           requests doing expensive work at once\n"
+            "  --queue N (64)            requests waiting for a worker; beyond: 503\n"
+            "  --max-conns N (256)       open connections\n"
+            "  --timeout S (30)          idle connection timeout and longest wait for a worker\n"
+            "  --max-upload-mb X (16)    image upload size (413 beyond)\n"
+            "  --max-pixels N (40000000) decoded image size, checked before decoding\n"
+            "  --max-text N (2000)       instruction length in bytes\n"
+            "  --max-k N (1000)          k + offset\n"
+            "  --precision P (auto), --threads N, --vocab V, --quiet (no per-request log line)\n");
 }
 
 static int parse(int argc, char **argv, serve_cli *c) {
@@ -125,6 +131,8 @@ static int parse(int argc, char **argv, serve_cli *c) {
 int cmd_serve(int argc, char **argv) {
     serve_cli c;
     memset(&c, 0, sizeof c);
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return serve_usage(stdout), 0;
     if (parse(argc, argv, &c) != 0) return 2;
     if (!c.s.web_dir) c.s.web_dir = default_web(&c);
     c.s.model_name = c.model;

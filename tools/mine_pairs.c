@@ -7,28 +7,18 @@
  *       [--batch 16] [--threads N] [--precision P] [--vocab V]
  *       [--stats FILE] [--quiet]
  *
- * The output is written to OUT.tmp and renamed at the end, so a killed run
- * leaves no half file (and the old one intact). */
-#include <errno.h>
+ * This file parses the options and loads the model; the stage itself is
+ * ml_mine_pairs (src/mine/pairs_run.h). */
 #include <getopt.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
-#include "core/error.h"
-#include "core/fileio.h"
-#include "core/progress.h"
 #include "mine.h"
-#include "mine/pairs.h"
+#include "mine/pairs_run.h"
 
-typedef struct pairs_args {
-    const char *shards, *model, *output, *vocab, *stats;
-    int precision, threads;
-    ml_pairs_opts o;
-} pairs_args;
+typedef ml_mine_pairs_opts pairs_args;
 
 static void usage(FILE *f) {
     fprintf(f, "usage: magiclens mine pairs --shards DIR --model M --output pairs.jsonl [options]\n"
@@ -168,87 +158,6 @@ static int parse(int argc, char **argv, pairs_args *a) {
     }
     return 0;
 }
-
-static char *dir_of(const char *path) {
-    char *d = strdup(path);
-    if (!d) return NULL;
-    char *slash = strrchr(d, '/');
-    if (!slash)
-        strcpy(d, ".");
-    else if (slash == d)
-        slash[1] = 0;
-    else
-        *slash = 0;
-    return d;
-}
-
-static void print_counts(const char *label, const ml_counts *c) {
-    if (!c->n) return;
-    fprintf(stderr, "  %s:", label);
-    for (size_t i = 0; i < c->n; i++)
-        fprintf(stderr, "%s %s %lld", i ? "," : "", c->v[i].name, c->v[i].n);
-    fputc('\n', stderr);
-}
-
-static void summary(const ml_pairs_stats *s, double secs) {
-    fprintf(stderr,
-            "mine pairs: %lld shards, %lld samples, %lld images embedded in %.2f s "
-            "(%.1f images/s, %.1f pairs/s)\n",
-            s->shards, s->samples, s->images_embedded, secs,
-            secs > 0 ? s->images_embedded / secs : 0, secs > 0 ? s->candidate_pairs / secs : 0);
-    print_counts("samples dropped", &s->samples_dropped);
-    fprintf(stderr, "  groups %lld -> with pairs %lld\n", s->groups, s->groups_used);
-    print_counts("groups dropped", &s->groups_dropped);
-    fprintf(stderr, "  candidate pairs %lld -> kept %lld (%lld lines)\n", s->candidate_pairs,
-            s->pairs_out, s->lines_out);
-    print_counts("pairs dropped", &s->pairs_dropped);
-}
-
-static int finish_output(FILE *f, const char *tmp, const char *out, const char *dir,
-                         ml_error *err) {
-    int bad = fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0;
-    if (fclose(f) != 0 || bad) return ml_fail(err, "%s: write failed: %s", tmp, strerror(errno));
-    if (rename(tmp, out) != 0) return ml_fail(err, "%s: rename failed: %s", out, strerror(errno));
-    return ml_fsync_dir(dir, err);
-}
-
-static int run(const pairs_args *a, ml_model *m, ml_error *err) {
-    size_t tn = strlen(a->output) + 5;
-    char *tmp = malloc(tn), *dir = dir_of(a->output);
-    if (!tmp || !dir) {
-        free(tmp), free(dir);
-        return ml_fail(err, "out of memory");
-    }
-    snprintf(tmp, tn, "%s.tmp", a->output);
-    ml_pairs_stats st = {0};
-    int rc = 0;
-    FILE *f = fopen(tmp, "w");
-    if (!f) rc = ml_fail(err, "%s: cannot create: %s", tmp, strerror(errno));
-    double t0 = ml_now();
-    if (rc == 0) rc = ml_pairs_run(m, a->shards, dir, f, &a->o, &st, err);
-    double secs = ml_now() - t0;
-    if (rc == 0)
-        rc = finish_output(f, tmp, a->output, dir, err);
-    else if (f)
-        fclose(f);
-    if (rc != 0) unlink(tmp);
-    summary(&st, secs);
-    if (rc == 0 && a->stats) {
-        json_t *s = ml_pairs_stats_json(&st);
-        json_object_set_new(s, "seconds", json_real(secs));
-        json_object_set_new(s, "images_per_s", json_real(secs > 0 ? st.images_embedded / secs : 0));
-        json_object_set_new(s, "pairs_per_s", json_real(secs > 0 ? st.candidate_pairs / secs : 0));
-        char *text = json_dumps(s, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        rc = text ? ml_write_atomic(a->stats, text, strlen(text), err)
-                  : ml_fail(err, "out of memory");
-        free(text);
-        json_decref(s);
-    }
-    ml_pairs_stats_free(&st);
-    free(tmp), free(dir);
-    return rc;
-}
-
 int mine_pairs_main(int argc, char **argv) {
     pairs_args a = {0};
     int prc = parse(argc, argv, &a);
@@ -257,7 +166,7 @@ int mine_pairs_main(int argc, char **argv) {
     ml_model *m = cli_load_model(a.model, a.vocab, a.precision);
     if (!m) return 1;
     ml_error err = {{0}};
-    int rc = run(&a, m, &err);
+    int rc = ml_mine_pairs(&a, m, &err);
     if (rc != 0) fprintf(stderr, "magiclens mine pairs: %s\n", err.msg);
     ml_model_free(m);
     return rc == 0 ? 0 : 1;

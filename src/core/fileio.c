@@ -11,16 +11,29 @@
 
 #include "core/error.h"
 
-static int sync_parent(const char *path, ml_error *err) {
+char *ml_dir_of(const char *path) {
     char *dir = strdup(path);
-    if (!dir) return ml_fail(err, "out of memory");
+    if (!dir) return NULL;
     char *slash = strrchr(dir, '/');
     if (!slash) strcpy(dir, ".");
     else if (slash == dir) slash[1] = 0;
     else *slash = 0;
+    return dir;
+}
+
+static int sync_parent(const char *path, ml_error *err) {
+    char *dir = ml_dir_of(path);
+    if (!dir) return ml_fail(err, "out of memory");
     int rc = ml_fsync_dir(dir, err);
     free(dir);
     return rc;
+}
+
+int ml_finish_tmp(FILE *f, const char *tmp, const char *out, ml_error *err) {
+    int bad = fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0;
+    if (fclose(f) != 0 || bad) return ml_fail(err, "%s: write failed: %s", tmp, strerror(errno));
+    if (rename(tmp, out) != 0) return ml_fail(err, "%s: rename failed: %s", out, strerror(errno));
+    return sync_parent(out, err);
 }
 
 /* Durability of a rename or a new file needs the directory synced too. */

@@ -59,7 +59,7 @@ static int index_list(ml_model *m, const char *list, const char *dir, const ml_e
                       int mode, ml_error *err) {
     const char *src[] = {list};
     ml_index_opts io = {src, 1, mode, o->batch, o->progress, 0, 20,
-                        o->model_name, o->precision};
+                        o->model_name, o->precision, NULL, NULL};
     ml_index_stats st;
     if (ml_index_run(m, dir, &io, &st, err) != 0) return ml_fail_prefix(err, "index %s", dir);
     if (o->progress)

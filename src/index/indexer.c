@@ -205,6 +205,10 @@ static int embed_all(run *r, ml_error *err) {
             fflush(stderr);
         }
         ml_progress_add(&pr, b.count);
+        if (r->o->on_progress && r->o->on_progress(r->o->progress_ctx, done, r->nmine) != 0) {
+            r->st->cancelled = 1; /* what is committed stays; the next sync redoes the rest */
+            rc = ml_fail(err, "cancelled after %lld of %d items", done, r->nmine);
+        }
     }
     ml_progress_finish(&pr);
     ml_loader_free(l);

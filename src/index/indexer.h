@@ -17,7 +17,8 @@
 
 #include "magiclens.h"
 
-enum { ML_INDEX_SYNC = 0, ML_INDEX_ADD = 1, ML_INDEX_REMOVE = 2 };
+/* ML_INDEX_SYNC/ADD/REMOVE, ml_index_stats and ml_index_compact are public
+ * (include/magiclens_index.h); this is the engine behind ml_index_update. */
 
 typedef struct ml_index_opts {
     const char *const *sources;
@@ -28,20 +29,12 @@ typedef struct ml_index_opts {
     int verbose;     /* a line per commit ("committed N items") */
     int max_errors;  /* per-image errors printed (the rest are counted) */
     const char *model_name, *precision;
+    ml_index_progress_fn on_progress; /* non-zero return: stop after this batch */
+    void *progress_ctx;
 } ml_index_opts;
-
-typedef struct ml_index_stats {
-    long long found, added, updated, touched, unchanged, removed, failed;
-    long long items; /* live items after the run (all shards) */
-    double seconds;
-} ml_index_stats;
 
 /* Runs one indexing pass over `dir` (created if absent). */
 int ml_index_run(ml_model *m, const char *dir, const ml_index_opts *o, ml_index_stats *st,
                  ml_error *err);
-
-/* Drops dead records (deleted and superseded items) from every shard this
- * rank owns; *freed = bytes saved over all ranks. */
-int ml_index_compact(const char *dir, long long *freed, ml_error *err);
 
 #endif

@@ -50,6 +50,14 @@ json_t *ml_counts_json(const ml_counts *c) {
     return o;
 }
 
+void ml_counts_print(const char *label, const ml_counts *c) {
+    if (!c->n) return;
+    fprintf(stderr, "  %s:", label);
+    for (size_t i = 0; i < c->n; i++)
+        fprintf(stderr, "%s %s %lld", i ? "," : "", c->v[i].name, c->v[i].n);
+    fputc('\n', stderr);
+}
+
 void ml_counts_free(ml_counts *c) {
     free(c->v);
     memset(c, 0, sizeof *c);

@@ -30,6 +30,8 @@ typedef struct ml_counts {
 void ml_counts_add(ml_counts *c, const char *name, long long k);
 long long ml_counts_get(const ml_counts *c, const char *name);
 json_t *ml_counts_json(const ml_counts *c);
+/* "  LABEL: name n, name n" on stderr (nothing when empty): the stages' summaries. */
+void ml_counts_print(const char *label, const ml_counts *c);
 void ml_counts_free(ml_counts *c);
 
 /* Receives each kept page (the callee does not own it). */

@@ -278,7 +278,7 @@ static json_t *stats_json(const ml_index_stats *st) {
  * model work waits for the embedding. */
 static void add_locked(ml_server *S, const char **paths, int n, ml_reply *r) {
     ml_index_opts io = {paths, n, ML_INDEX_ADD, 8, 0, 0, 20, S->o->model_name,
-                        ml_precision_choice_name(ml_model_precision(S->model))};
+                        ml_precision_choice_name(ml_model_precision(S->model)), NULL, NULL};
     ml_index_stats st;
     ml_error err;
     pthread_mutex_lock(&S->model_mu);
