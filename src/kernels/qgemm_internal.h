@@ -34,7 +34,14 @@
                                   * doubled K=3072 AMX speed vs 384 KB */
 #define QG_MPAD 32 /* packed activation rows are a multiple of this */
 
-typedef enum qg_kernel { QG_REF = 0, QG_AVX512 = 1, QG_AMX = 2 } qg_kernel;
+typedef enum qg_kernel {
+    QG_REF = 0,     /* portable C */
+    QG_AVX512 = 1,  /* AVX512-BF16 / AVX512-VNNI */
+    QG_AMX = 2,     /* AMX tiles */
+    QG_AVX2 = 3,    /* int8: AVX2 u8 x s8 (vpmaddubsw + vpmaddwd, qgemm_avx2.c) */
+    QG_AVXVNNI = 4, /* int8: AVX-VNNI vpdpbusd on ymm (qgemm_avxvnni.c) */
+    QG_F32W = 5,    /* bf16: weights widened to float32 into the float32 GEMM (qgemm_avx2.c) */
+} qg_kernel;
 
 struct ml_packed {
     ml_precision prec;
