@@ -255,7 +255,8 @@ static void pack_range(const pack_job *pj, int r0, int r1) {
     qg_act *q = pj->act;
 #if defined(__x86_64__)
     if (B->kernel == QG_AVX2 || B->kernel == QG_AVXVNNI) {
-        qg_avx2_pack_u8(pj->A, pj->lda, B->K, B->Kp, q->a, q->scale, q->zero, r0, r1);
+        qg_avx2_pack_u8(pj->A, pj->lda, B->K, B->Kp, q->a, q->scale, q->zero, r0, r1,
+                        B->kernel == QG_AVX2 ? (size_t)q->Mp * q->Kp : 0);
         return;
     }
     if (B->simd_a) {
@@ -318,7 +319,8 @@ static int panel_block(const ml_packed *B, int n_mblocks) {
 static int alloc_act(qg_act *q, const ml_packed *B, int M) {
     q->M = M, q->Mp = round_up(M, QG_MPAD), q->Kp = B->Kp;
     size_t esz = B->prec == ML_PREC_BF16 ? 2 : 1, rows = (size_t)q->Mp;
-    q->a = ml_aligned_alloc(rows * q->Kp * esz, NULL);
+    /* qg_avx2_int8 reads two planes (qg_avx2_pack_u8) */
+    q->a = ml_aligned_alloc(rows * q->Kp * esz * (B->kernel == QG_AVX2 ? 2 : 1), NULL);
     q->scale = NULL, q->zero = NULL;
     if (B->prec == ML_PREC_INT8) {
         q->scale = ml_malloc(rows * sizeof(float), NULL);

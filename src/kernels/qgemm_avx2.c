@@ -8,8 +8,9 @@
  * saturating int16: with u8 up to 255 and s8 up to 127 a pair reaches
  * 2 * 255 * 127 = 64770 and saturates, so the plain u8 x s8 sequence is not
  * exact.  Here the activation is re-centred to s8, a' = a - 128 in
- * [-128, 127]: vpmaddubsw gets |a'| (<= 128, as u8) and the weight with a''s
- * sign (vpsignb; |w| <= 127, so the negation is exact), and a pair is at most
+ * [-128, 127] (the packer writes a' and |a'|): vpmaddubsw gets |a'| (<= 128,
+ * as u8) and the weight with a''s sign (vpsignb; |w| <= 127, so the negation
+ * is exact), and a pair is at most
  * 2 * 128 * 127 = 32512 < 32767: never saturated.  vpmaddwd with ones then
  * sums pairs into int32, and the epilogue adds back 128 * colsum, so the
  * integers are exactly those of vpdpbusd / AMX (identical floats).
@@ -24,14 +25,13 @@
 #include <math.h>
 #include <string.h>
 
-#define QG_Y_MR 4 /* 8 accumulators + 2 weights + ones + the A forms + temporaries */
+#define QG_Y_MR 3 /* 6 accumulators + 2 weights + ones + the 2 A planes + temporaries (4 rows spilled) */
 #define QG_Y_NAME qg_avx2_int8
-#define QG_Y_BIAS128 1
-/* a ^ 0x80 per byte = a - 128 as s8 */
-#define QG_Y_PREP(a) _mm256_xor_si256((a), _mm256_set1_epi8((char)0x80))
-#define QG_Y_DOT(acc, a, w)                                                                   \
-    _mm256_add_epi32((acc), _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(a),       \
-                                                                   _mm256_sign_epi8((w), (a))), \
+/* The packer (qg_avx2_pack_u8, split) writes a' = a - 128 and |a'| as two
+ * planes, so that the dot is 4 operations a 32-byte weight vector: */
+#define QG_Y_SPLIT 1
+#define QG_Y_DOT(acc, a, m, w)                                                                \
+    _mm256_add_epi32((acc), _mm256_madd_epi16(_mm256_maddubs_epi16((m), _mm256_sign_epi8((w), (a))), \
                                               _mm256_set1_epi16(1)))
 #include "kernels/qgemm_avx2_tmpl.h"
 
@@ -39,10 +39,13 @@
 
 /* Rows [r0, r1) of A as u8 with ref_pack_u8's scale, zero point and
  * rounding (cvtps2dq rounds to nearest even like lrintf), 32 values a step;
- * the tail past the last whole step and the K padding as ref_pack_u8. */
+ * the tail past the last whole step and the K padding as ref_pack_u8.
+ * split (> 0): for qg_avx2_int8, the row is written as a - 128 (s8), and
+ * |a - 128| goes to the same place `split` bytes on (the K padding is 0 in
+ * both: its weights are zero). */
 void qg_avx2_pack_u8(const float *A, int lda, int K, int Kp, uint8_t *dst, float *scale,
-                     int32_t *zero, int r0, int r1) {
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+                     int32_t *zero, int r0, int r1, size_t split) {
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), bias = _mm256_set1_epi8((char)0x80);
     for (int i = r0; i < r1; i++) {
         const float *a = A + (size_t)i * lda;
         uint8_t *d = dst + (size_t)i * Kp;
@@ -71,13 +74,21 @@ void qg_avx2_pack_u8(const float *A, int lda, int K, int Kp, uint8_t *dst, float
             /* 0..255 already, so the saturating packs are plain narrowing;
              * they interleave 128-bit lanes, which the permute undoes */
             __m256i w = _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-            _mm256_storeu_si256((__m256i *)(d + k), _mm256_permutevar8x32_epi32(w, order));
+            w = _mm256_permutevar8x32_epi32(w, order);
+            if (split) {
+                w = _mm256_xor_si256(w, bias); /* a - 128 as s8 */
+                _mm256_storeu_si256((__m256i *)(d + split + k), _mm256_abs_epi8(w));
+            }
+            _mm256_storeu_si256((__m256i *)(d + k), w);
         }
         for (; k < K; k++) {
             int q = (int)lrintf(a[k] * inv) + z;
-            d[k] = (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
+            q = q < 0 ? 0 : q > 255 ? 255 : q;
+            d[k] = (uint8_t)(split ? q ^ 0x80 : q);
+            if (split) d[split + k] = (uint8_t)(q >= 128 ? q - 128 : 128 - q);
         }
         memset(d + K, 0, (size_t)(Kp - K));
+        if (split) memset(d + split + K, 0, (size_t)(Kp - K));
     }
 }
 
