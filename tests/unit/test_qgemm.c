@@ -16,7 +16,9 @@
 #include "magiclens.h"
 #include "kernels/cpu.h"
 #include "kernels/ops.h"
+#include "kernels/gemm_isa.h"
 #include "kernels/precision.h"
+#include "kernels/qgemm_avx2.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
 static float frand(void) {
@@ -241,6 +243,35 @@ static void test_sizes(void) {
     }
 }
 
+/* avx512-bf16w (AVX-512 without AVX512-BF16: Skylake-SP, Ice Lake) cannot
+ * be chosen on a CPU that has AVX512-BF16, so its pieces are run directly:
+ * bf16 panels widened into the AVX-512 float32 micro-kernel's 32-column
+ * panels (two bf16 panels each; a missing second one reads as zero). */
+static void test_bf16w_avx512(void) {
+#if defined(__x86_64__)
+    if (!ml_isa_supported(ML_ISA_AVX512)) return;
+    const qcase cases[] = {{77, 100, 200, 203, 101, 1, 0}, {1576, 40, 770, 771, 41, 1, 1},
+                           {17, 16, 32, 32, 16, 0, 1}};
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        const qcase *c = &cases[t];
+        qdata d;
+        make_data(c, ML_PREC_BF16, &d);
+        ml_packed *p = ml_pack_weights(d.B, c->K, c->N, ML_PREC_BF16, ML_ISA_AVX2, NULL);
+        CHECK(p != NULL && !strcmp(ml_packed_kernel_name(p), "avx2-bf16w"));
+        if (p) {
+            float *C = malloc(sizeof(float) * (size_t)c->M * c->ldc);
+            memcpy(C, d.C0, sizeof(float) * (size_t)c->M * c->ldc);
+            ml_gemm_bfn(ML_ISA_AVX512, c->M, c->N, c->K, d.A, c->lda, qg_widen_bf16, p,
+                        c->bias ? d.bias : NULL, C, c->ldc, c->acc, 0);
+            check_result(c, ML_PREC_BF16, &d, C, "avx512-bf16w", 1);
+            free(C);
+        }
+        ml_packed_free(p);
+        free_data(&d);
+    }
+#endif
+}
+
 static void test_api(void) {
     ml_error err = {0};
     float B[6] = {1, 2, 3, 4, 5, 6}, A[2] = {1, -1}, C[3];
@@ -383,6 +414,7 @@ static void test_bf16_in(void) {
 
 int main(void) {
     test_api();
+    test_bf16w_avx512();
     test_bf16_in();
     test_gelu();
     test_sizes();
