@@ -3,7 +3,8 @@
  * The best path the CPU (and, for AMX, the kernel) supports is chosen once;
  * MAGICLENS_ISA=scalar|avx2|avx512|amx forces one (an unsupported forced path
  * is an error at model load, not a crash).  Tests call ml_isa_set() to run
- * every supported path.  This is the runtime's only mutable global state. */
+ * every supported path.  That choice (and the AVX-VNNI switch below) is the
+ * runtime's only mutable global state. */
 #ifndef ML_KERNELS_CPU_H
 #define ML_KERNELS_CPU_H
 

@@ -518,6 +518,29 @@ static void gemm_amx(amx_job *aj) {
 
 #endif /* __x86_64__ */
 
+/* The per-call path of the portable and AVX-512 / ymm kernels: A packed
+ * once, then (row block, panel block) tasks on the pool.  gelu: the ymm
+ * int8 kernels only (their epilogue applies it). */
+static void gemm_tasks(int M, const float *A, int lda, const ml_packed *B, const float *bias,
+                       float *C, int ldc, int accumulate, int gelu) {
+    qg_act act;
+    if (alloc_act(&act, B, M) != 0) {
+        /* No way to report it (void API) and no sensible partial result:
+         * fail loudly rather than return garbage. */
+        fprintf(stderr, "magiclens: out of memory for %d x %d activation scratch\n", M, B->Kp);
+        free_act(&act);
+        abort();
+    }
+    pack_job pj = {B, A, lda, &act, NULL, NULL, NULL};
+    ml_parallel_for((M + 15) / 16, 2, pack_rows, &pj);
+    task_job tj = {{B, &act, bias, C, ldc, accumulate, gelu, NULL, 0, NULL}, kernel_fn(B), 0, 0};
+    tj.n_mblocks = (act.Mp + QG_MB - 1) / QG_MB;
+    tj.pb = panel_block(B, tj.n_mblocks);
+    int n_pblocks = (B->panels + tj.pb - 1) / tj.pb;
+    ml_parallel_for(tj.n_mblocks * n_pblocks, 1, run_tasks, &tj);
+    free_act(&act);
+}
+
 void ml_gemm_packed(int M, const float *A, int lda, const ml_packed *B, const float *bias,
                     float *C, int ldc, int accumulate) {
     if (M <= 0 || !B) return;
@@ -535,22 +558,7 @@ void ml_gemm_packed(int M, const float *A, int lda, const ml_packed *B, const fl
         return;
     }
 #endif
-    qg_act act;
-    if (alloc_act(&act, B, M) != 0) {
-        /* No way to report it (void API) and no sensible partial result:
-         * fail loudly rather than return garbage. */
-        fprintf(stderr, "magiclens: out of memory for %d x %d activation scratch\n", M, B->Kp);
-        free_act(&act);
-        abort();
-    }
-    pack_job pj = {B, A, lda, &act, NULL, NULL, NULL};
-    ml_parallel_for((M + 15) / 16, 2, pack_rows, &pj);
-    task_job tj = {{B, &act, bias, C, ldc, accumulate, 0, NULL, 0, NULL}, kernel_fn(B), 0, 0};
-    tj.n_mblocks = (act.Mp + QG_MB - 1) / QG_MB;
-    tj.pb = panel_block(B, tj.n_mblocks);
-    int n_pblocks = (B->panels + tj.pb - 1) / tj.pb;
-    ml_parallel_for(tj.n_mblocks * n_pblocks, 1, run_tasks, &tj);
-    free_act(&act);
+    gemm_tasks(M, A, lda, B, bias, C, ldc, accumulate, 0);
 }
 
 void ml_gemm_packed_gelu(int M, const float *A, int lda, const ml_packed *B, const float *bias,
@@ -563,6 +571,10 @@ void ml_gemm_packed_gelu(int M, const float *A, int lda, const ml_packed *B, con
     }
     if (B->kernel == QG_F32W) { /* the GELU in the float32 GEMM's epilogue */
         ml_gemm_bfn(B->isa, M, B->N, B->K, A, lda, qg_widen_bf16, B, bias, C, ldc, 0, 1);
+        return;
+    }
+    if (B->kernel == QG_AVX2 || B->kernel == QG_AVXVNNI) { /* in the int8 epilogue */
+        gemm_tasks(M, A, lda, B, bias, C, ldc, 0, 1);
         return;
     }
 #endif

@@ -17,6 +17,10 @@
 #include <string.h>
 
 #include "kernels/qgemm_internal.h"
+/* the AVX2 quick GELU of the float32 kernels, for the fused epilogue */
+#define ML_SIMD_AVX2
+#include "kernels/gemm_simd.h"
+#include "kernels/ops_vexp.h"
 
 #define QG_Y_INLINE static inline __attribute__((always_inline))
 
@@ -26,7 +30,8 @@ QG_Y_INLINE int32_t qg_y_load_i32(const void *p) {
     return v;
 }
 
-/* C[i, panel p] <- (acc - z[i] * colsum) * (sa[i] * sw) (+ bias) (+ C). */
+/* C[i, panel p] <- (acc - z[i] * colsum) * (sa[i] * sw) (+ bias) (+ C),
+ * quick_gelu'd when j->gelu (then without accumulate). */
 QG_Y_INLINE void qg_y_store(const qg_job *j, int i, int p, __m256i acc0, __m256i acc1) {
     const float *sw = j->B->scale + p * QG_NR, *bias = j->bias ? j->bias + p * QG_NR : NULL;
     const int32_t *cs = j->B->colsum + p * QG_NR;
@@ -45,11 +50,13 @@ QG_Y_INLINE void qg_y_store(const qg_job *j, int i, int p, __m256i acc0, __m256i
         if (n >= 8) {
             if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + 8 * h));
             if (j->accumulate) v = _mm256_add_ps(v, _mm256_loadu_ps(c + 8 * h));
+            if (j->gelu) v = vquick_gelu(v);
             _mm256_storeu_ps(c + 8 * h, v);
         } else if (n > 0) {
             __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
             if (bias) v = _mm256_add_ps(v, _mm256_maskload_ps(bias + 8 * h, m));
             if (j->accumulate) v = _mm256_add_ps(v, _mm256_maskload_ps(c + 8 * h, m));
+            if (j->gelu) v = vquick_gelu(v);
             _mm256_maskstore_ps(c + 8 * h, m, v);
         }
     }

@@ -72,7 +72,7 @@ typedef struct qg_job {
     const float *bias;
     float *C;
     int ldc, accumulate;
-    int gelu;     /* AMX only: quick_gelu after the bias (with accumulate = 0) */
+    int gelu;     /* AMX and the ymm int8 kernels: quick_gelu after the bias (accumulate = 0) */
     uint16_t *Cb; /* AMX only: bf16 output [M, ldc] instead of C (accumulate = 0) */
     size_t a_ld;  /* AMX only: 0 = A packed by the task; else A->a is row-major
                    * bf16 with rows a_ld bytes apart (read by the tiles in place) */

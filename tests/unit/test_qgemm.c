@@ -306,8 +306,13 @@ static void test_gelu(void) {
     for (int i = 0; i < N; i++) bias[i] = frand();
     for (int isa = ML_ISA_SCALAR; isa <= ML_ISA_AMX; isa++) {
         if (!ml_isa_supported((ml_isa)isa) || ml_isa_set((ml_isa)isa, NULL) != 0) continue;
-        for (int prec = ML_PREC_BF16; prec <= ML_PREC_INT8; prec++) {
+        /* int8 twice where the CPU has AVX-VNNI: with it, and the u8 x s8 kernel */
+        int vnni = ml_cpu_has_avx_vnni();
+        for (int variant = ML_PREC_BF16; variant <= ML_PREC_INT8 + vnni; variant++) {
+            int prec = variant > ML_PREC_INT8 ? ML_PREC_INT8 : variant;
+            ml_cpu_set_avx_vnni(vnni && variant <= ML_PREC_INT8);
             ml_packed *p = ml_pack_weights(B, K, N, (ml_precision)prec, (ml_isa)isa, NULL);
+            ml_cpu_set_avx_vnni(vnni);
             CHECK(p != NULL);
             if (!p) continue;
             for (int i = 0; i < M * ldc; i++) C1[i] = C2[i] = 7.0f;
@@ -320,7 +325,7 @@ static void test_gelu(void) {
                 if (d > worst) worst = d;
             }
             CHECK_MSG(worst <= 1e-6, "gelu %s/%s: worst rel diff %.3g", ml_isa_name((ml_isa)isa),
-                      ml_precision_name((ml_precision)prec), worst);
+                      ml_packed_kernel_name(p), worst);
             ml_packed_free(p);
         }
     }
