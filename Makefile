@@ -40,6 +40,9 @@ ifneq ($(filter x86_64%,$(shell $(CC) -dumpmachine)),)
 QG_AVX512 = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx512vnni -mfma
 $(BUILD)/obj/src/kernels/qgemm_avx512.o: ALLFLAGS += $(QG_AVX512)
 $(BUILD)/obj/src/kernels/qgemm_amx.o: ALLFLAGS += $(QG_AVX512) -mamx-tile -mamx-bf16 -mamx-int8
+# AVX2 (and AVX-VNNI on ymm) low-precision kernels for CPUs without AVX-512 VNNI / BF16.
+$(BUILD)/obj/src/kernels/qgemm_avx2.o: ALLFLAGS += -mavx2 -mfma
+$(BUILD)/obj/src/kernels/qgemm_avxvnni.o: ALLFLAGS += -mavx2 -mfma -mavxvnni
 # bf16 attention on AMX tiles (attention.c calls it only when the ISA is AMX).
 $(BUILD)/obj/src/kernels/attention_amx.o: ALLFLAGS += $(QG_AVX512) -mamx-tile -mamx-bf16
 endif

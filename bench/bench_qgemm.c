@@ -7,12 +7,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/progress.h"
 #include "core/threads.h"
+#include "kernels/cpu.h"
 #include "kernels/gemm.h"
 #include "kernels/precision.h"
 #include "magiclens.h"
+
+/* Wall time, or with BENCH_CPUTIME=1 this process's CPU time: on a shared
+ * machine a 1-thread run then counts only the time it was on a core. */
+static double now(void) {
+    static int cpu = -1;
+    if (cpu < 0) cpu = getenv("BENCH_CPUTIME") && !strcmp(getenv("BENCH_CPUTIME"), "1");
+    if (!cpu) return ml_now();
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 typedef struct shape {
     int M, N, K;
@@ -22,10 +35,10 @@ static double best_of(int reps, int M, const float *A, const ml_packed *p, const
                       const float *B, float *C) {
     double best = 1e30;
     for (int r = 0; r <= reps; r++) { /* run 0 warms caches and pages */
-        double t0 = ml_now();
+        double t0 = now();
         if (p) ml_gemm_packed(M, A, s->K, p, NULL, C, s->N, 0);
         else ml_gemm(M, s->N, s->K, A, s->K, B, s->N, NULL, C, s->N, 0);
-        double dt = ml_now() - t0;
+        double dt = now() - t0;
         if (r > 0 && dt < best) best = dt;
     }
     return best;
@@ -36,9 +49,9 @@ static double best_of_bf16(int reps, const ml_packed *p, const shape *s, const u
                            float *C, uint16_t *Cb) {
     double best = 1e30;
     for (int r = 0; r <= reps; r++) {
-        double t0 = ml_now();
+        double t0 = now();
         ml_gemm_bf16(s->M, Ab, ml_packed_k(p), p, NULL, Cb ? NULL : C, Cb, s->N, 0);
-        double dt = ml_now() - t0;
+        double dt = now() - t0;
         if (r > 0 && dt < best) best = dt;
     }
     return best;
@@ -71,19 +84,29 @@ static void bench_shape(const shape *s, int reps) {
         t = best_of(reps, s->M, A, NULL, s, B, C);
         printf(" | fp32 %7.1f", flop / t / 1e9);
     }
+    int vnni = ml_cpu_has_avx_vnni();
     for (int prec = ML_PREC_BF16; prec <= ML_PREC_INT8; prec++)
-        for (int isa = ML_ISA_SCALAR; isa <= ML_ISA_AMX; isa++) {
-            if (isa == ML_ISA_AVX2 || !ml_isa_supported((ml_isa)isa)) continue; /* avx2 = scalar path */
+        for (int path = 0; path <= 2 * ML_ISA_AMX + 1; path++) {
+            /* each ISA; int8 on AVX2 / AVX-512 also without AVX-VNNI (the u8 x s8 kernel) */
+            int isa = path / 2, no_vnni = path % 2;
+            if (!ml_isa_supported((ml_isa)isa)) continue;
+            if (no_vnni && (!vnni || prec != ML_PREC_INT8 || isa == ML_ISA_SCALAR || isa == ML_ISA_AMX ||
+                            (isa == ML_ISA_AVX512 && ml_cpu_has_avx512_vnni())))
+                continue;
             if (only && strcmp(only, ml_isa_name((ml_isa)isa)) != 0) continue;
             if (isa == ML_ISA_SCALAR && s->M * (double)s->N * s->K > 2e8) {
                 printf(" | %s/%s %7s", ml_precision_name((ml_precision)prec), ml_isa_name((ml_isa)isa), "-");
                 continue; /* the portable path is for correctness; too slow to time here */
             }
+            ml_cpu_set_avx_vnni(vnni && !no_vnni);
             ml_packed *p = ml_pack_weights(B, s->K, s->N, (ml_precision)prec, (ml_isa)isa, NULL);
+            ml_cpu_set_avx_vnni(vnni);
             if (!p) continue;
+            int saved = ml_isa_active(); /* the float32 GEMM under avx2-bf16w is the active ISA's */
+            ml_isa_set((ml_isa)isa, NULL);
             t = best_of(reps, s->M, A, p, s, B, C);
-            printf(" | %s/%s %7.1f", ml_precision_name((ml_precision)prec), ml_isa_name((ml_isa)isa),
-                   flop / t / 1e9);
+            ml_isa_set((ml_isa)saved, NULL);
+            printf(" | %s %7.1f", ml_packed_kernel_name(p), flop / t / 1e9);
             ml_packed_free(p);
         }
     if (ml_isa_supported(ML_ISA_AMX) && (!only || !strcmp(only, "amx"))) bench_bf16_in(s, reps, B, flop);

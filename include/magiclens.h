@@ -67,8 +67,11 @@ ml_model *ml_model_load_opts(const char *path, const char *vocab_path,
 /* The precision in use (never AUTO) and its name ("fp32", "bf16", "int8"). */
 int ml_model_precision(const ml_model *m);
 const char *ml_precision_choice_name(int precision);
-/* The precision AUTO resolves to on this machine. */
+/* The precision AUTO resolves to on this machine (the fastest whose
+ * accuracy meets auto's bound, cosine >= 0.999 to the float64 reference),
+ * and a sentence saying why. */
 int ml_precision_auto(void);
+const char *ml_precision_auto_reason(void);
 void ml_model_free(ml_model *m);
 const ml_config *ml_model_config(const ml_model *m);
 /* 1 when the model has a vocabulary (any instruction), 0 when it has none

@@ -12,8 +12,9 @@ BUILD_PKGS="build-essential clang pkg-config libjpeg62-turbo-dev libpng-dev libw
 TEST_PKGS="python3 python3-numpy python3-torch python3-msgpack python3-pil python3-regex valgrind
  chromium nodejs"
 # Benchmarks only (`scripts/install-deps.sh --bench`): FAISS for bench/bench_faiss.cpp.
-# wrk drives the server load run (bench/load_serve.sh).
-BENCH_PKGS="libfaiss-dev libblas-dev liblapack-dev wrk"
+# wrk drives the server load run (bench/load_serve.sh); python3-onnx writes the
+# ONNX models of bench/vs_onnxruntime.sh (which installs onnxruntime-node from npm).
+BENCH_PKGS="libfaiss-dev libblas-dev liblapack-dev wrk python3-onnx"
 [ "${1:-}" = "--bench" ] && TEST_PKGS="$TEST_PKGS $BENCH_PKGS"
 
 want=""

@@ -37,6 +37,23 @@ for isa in $isas; do
         $PY tests/reference/compare_npy.py "$T/$isa-$p.npy" "$T/ref.npy" $lim > /dev/null
     done
 done
+# Where the CPU has AVX-VNNI, the avx2 int8 run above used it: the AVX2
+# u8 x s8 kernel (CPUs without it) is checked too.  No precision may name a
+# scalar kernel on a SIMD path.
+if echo " $isas " | grep -q " avx2 "; then
+    if "$ML" cpu | grep -q '"avx_vnni": true'; then
+        MAGICLENS_AVXVNNI=0 MAGICLENS_ISA=avx2 "$ML" embed --model "$T/m.mlens" --precision int8 --input "$T/items.jsonl" --output "$T/avx2-u8s8.npy" --quiet
+        echo "== avx2 int8 without AVX-VNNI: $($PY tests/reference/compare_npy.py "$T/avx2-u8s8.npy" "$T/ref.npy" --min-cos 0.995 --max-abs 1 | tail -1)"
+        $PY tests/reference/compare_npy.py "$T/avx2-u8s8.npy" "$T/ref.npy" --min-cos 0.995 --max-abs 1 > /dev/null
+        MAGICLENS_AVXVNNI=0 MAGICLENS_ISA=avx2 "$ML" cpu | grep -q '"int8": "avx2-u8s8"'
+    fi
+    for isa in $isas; do
+        [ "$isa" = scalar ] && continue
+        if MAGICLENS_ISA=$isa "$ML" cpu | grep -q '"[a-z0-9]*": "scalar-'; then
+            echo "$isa: a precision runs the scalar kernels: $(MAGICLENS_ISA=$isa "$ML" cpu)"; exit 1
+        fi
+    done
+fi
 # Patch 14 (as ViT-L/14): a patch row of 588 values, padded to 608 for the
 # bf16 products; the padding must read as zero on every path.
 $PY tests/reference/make_checkpoint.py --size tiny14 --seed 22 --out "$T/m14.pkl" > /dev/null

@@ -218,11 +218,12 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "magiclens: bench: embedding failed\n");
     } else {
         printf("{\"images_per_s\": %.3f, \"ms_per_image\": %.2f, \"precision\": \"%s\", "
-               "\"isa\": \"%s\", \"threads\": %d, \"batch\": %d, \"image_size\": %d, "
-               "\"embed_dim\": %d",
+               "\"isa\": \"%s\", \"gemm\": \"%s\", \"threads\": %d, \"batch\": %d, "
+               "\"image_size\": %d, \"embed_dim\": %d",
                img_rate, 1000.0 / img_rate, ml_precision_choice_name(ml_model_precision(m)),
-               ml_isa_name(ml_isa_active()), ml_num_threads(), o.batch, c->image_size,
-               c->embed_dim);
+               ml_isa_name(ml_isa_active()),
+               ml_gemm_kernel_name((ml_precision)ml_model_precision(m), ml_isa_active()),
+               ml_num_threads(), o.batch, c->image_size, c->embed_dim);
         if (o.text_set)
             printf(", \"queries_per_s\": %.3f, \"ms_per_query\": %.2f", q_rate, 1000.0 / q_rate);
         printf("}\n");
@@ -258,9 +259,13 @@ int cmd_cpu(void) {
     printf("{\"isa_active\": \"%s\", \"isa_supported\": [", ml_isa_name(ml_isa_active()));
     for (int i = ML_ISA_SCALAR, n = 0; i <= ML_ISA_AMX; i++)
         if (ml_isa_supported((ml_isa)i)) printf(n++ ? ", \"%s\"" : "\"%s\"", ml_isa_name((ml_isa)i));
-    printf("], \"avx512_bf16\": %s, \"avx512_vnni\": %s, \"precision_auto\": \"%s\", "
-           "\"threads\": %d}\n",
+    ml_isa isa = ml_isa_active();
+    printf("], \"avx512_bf16\": %s, \"avx512_vnni\": %s, \"avx_vnni\": %s, "
+           "\"gemm\": {\"fp32\": \"%s\", \"bf16\": \"%s\", \"int8\": \"%s\"}, "
+           "\"precision_auto\": \"%s\", \"precision_auto_why\": \"%s\", \"threads\": %d}\n",
            ml_cpu_has_avx512_bf16() ? "true" : "false", ml_cpu_has_avx512_vnni() ? "true" : "false",
-           ml_precision_choice_name(ml_precision_auto()), ml_num_threads());
+           ml_cpu_has_avx_vnni() ? "true" : "false", ml_gemm_kernel_name(ML_PREC_FP32, isa),
+           ml_gemm_kernel_name(ML_PREC_BF16, isa), ml_gemm_kernel_name(ML_PREC_INT8, isa),
+           ml_precision_choice_name(ml_precision_auto()), ml_precision_auto_reason(), ml_num_threads());
     return 0;
 }

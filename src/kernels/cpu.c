@@ -24,11 +24,13 @@
 typedef struct cpu_caps {
     int isa_ok[4]; /* indexed by ml_isa */
     int bf16, vnni;
+    int avx_vnni; /* AVX-VNNI: vpdpbusd on ymm without AVX-512 (Alder Lake, Zen 5) */
 } cpu_caps;
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static cpu_caps g_caps; /* written once inside pthread_once, then read-only */
 static atomic_int g_active = -1;
+static atomic_int g_avx_vnni_off; /* tests / MAGICLENS_AVXVNNI=0: use the AVX2 u8 x s8 kernel */
 
 static const char *const isa_names[] = {"scalar", "avx2", "avx512", "amx"};
 
@@ -61,15 +63,17 @@ static void detect_x86(cpu_caps *c) {
     int vnni = (cx >> 11) & 1;
     int amx = ((d >> 22) & 1) && ((d >> 24) & 1) && ((d >> 25) & 1); /* BF16, TILE, INT8 */
     unsigned int max_sub = a;
-    int bf16 = 0;
+    int bf16 = 0, avx_vnni = 0;
     if (max_sub >= 1) {
         __cpuid_count(7, 1, a, b, cx, d);
         bf16 = (a >> 5) & 1;
+        avx_vnni = (a >> 4) & 1;
     }
     c->isa_ok[ML_ISA_AVX2] = ymm_state && avx2 && fma;
     c->isa_ok[ML_ISA_AVX512] = c->isa_ok[ML_ISA_AVX2] && zmm_state && f && bw && vl;
     c->bf16 = c->isa_ok[ML_ISA_AVX512] && bf16;
     c->vnni = c->isa_ok[ML_ISA_AVX512] && vnni;
+    c->avx_vnni = c->isa_ok[ML_ISA_AVX2] && avx_vnni;
     c->isa_ok[ML_ISA_AMX] = c->isa_ok[ML_ISA_AVX512] && amx && request_amx_permission() &&
                             tile_state;
 }
@@ -82,6 +86,8 @@ static void detect(void) {
 #if defined(__x86_64__)
     detect_x86(c);
 #endif
+    const char *vn = getenv("MAGICLENS_AVXVNNI");
+    atomic_store(&g_avx_vnni_off, vn && !strcmp(vn, "0"));
     const char *env = getenv("MAGICLENS_ISA");
     int forced = env && *env ? ml_isa_parse(env) : -1;
     int best = ML_ISA_SCALAR;
@@ -108,6 +114,13 @@ int ml_isa_supported(ml_isa isa) {
 
 int ml_cpu_has_avx512_bf16(void) { return caps()->bf16; }
 int ml_cpu_has_avx512_vnni(void) { return caps()->vnni; }
+int ml_cpu_has_avx_vnni(void) { return caps()->avx_vnni && !atomic_load(&g_avx_vnni_off); }
+
+int ml_cpu_set_avx_vnni(int on) {
+    if (!caps()->avx_vnni && on) return -1;
+    atomic_store(&g_avx_vnni_off, !on);
+    return 0;
+}
 
 ml_isa ml_isa_active(void) {
     caps();

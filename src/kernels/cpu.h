@@ -3,7 +3,8 @@
  * The best path the CPU (and, for AMX, the kernel) supports is chosen once;
  * MAGICLENS_ISA=scalar|avx2|avx512|amx forces one (an unsupported forced path
  * is an error at model load, not a crash).  Tests call ml_isa_set() to run
- * every supported path.  This is the runtime's only mutable global state. */
+ * every supported path.  That choice (and the AVX-VNNI switch below) is the
+ * runtime's only mutable global state. */
 #ifndef ML_KERNELS_CPU_H
 #define ML_KERNELS_CPU_H
 
@@ -21,6 +22,12 @@ int ml_isa_supported(ml_isa isa);
 /* Finer features used by the low-precision kernels. */
 int ml_cpu_has_avx512_bf16(void);
 int ml_cpu_has_avx512_vnni(void);
+/* AVX-VNNI (vpdpbusd on ymm, VEX-encoded): used by the int8 kernel where
+ * AVX-512 VNNI is not.  MAGICLENS_AVXVNNI=0, or ml_cpu_set_avx_vnni(0)
+ * (tests), hides it so that the AVX2 u8 x s8 kernel runs instead; setting
+ * it on where the CPU lacks it fails (-1).  Affects weights packed later. */
+int ml_cpu_has_avx_vnni(void);
+int ml_cpu_set_avx_vnni(int on);
 /* The path in use: MAGICLENS_ISA if set, else the best supported. */
 ml_isa ml_isa_active(void);
 /* Forces a path; -1 with a message when the machine cannot run it. */

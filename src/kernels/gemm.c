@@ -8,6 +8,7 @@
 #include "kernels/gemm.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,6 +111,8 @@ typedef struct simd_job {
     float *C;
     int split_m, parts, unit; /* the rectangle of part t: rows or columns */
     atomic_int next;          /* next part to hand out */
+    ml_gemm_b_fn bfn;         /* B from this function (always packed), or NULL: B */
+    const void *bctx;
 } simd_job;
 
 /* Row blocks a rectangle needs before packing B pays: each packed slab is
@@ -128,18 +131,23 @@ typedef struct simd_job {
 static void simd_rect(const simd_job *g, int m0, int m1, int n0, int n1) {
     int mr_max = g->impl->mr, nr = g->impl->nr;
     float *buf = NULL;
-    if (m1 - m0 >= PACK_MIN_BLOCKS * mr_max) {
+    if (g->bfn || m1 - m0 >= PACK_MIN_BLOCKS * mr_max) {
         int kc = g->K < KC ? g->K : KC, nn = n1 - n0 < NC ? n1 - n0 : NC;
         buf = ml_aligned_alloc(sizeof(float) * (size_t)kc * (size_t)((nn + nr - 1) / nr * nr), NULL);
+        if (!buf && g->bfn) { /* no B to fall back on; a void API: fail loudly */
+            fprintf(stderr, "magiclens: out of memory for a %d x %d weight slab\n", kc, nn);
+            abort();
+        }
     }
     for (int nc0 = n0; nc0 < n1; nc0 += NC) {
         int nn = n1 - nc0 < NC ? n1 - nc0 : NC;
         for (int k0 = 0; k0 < g->K; k0 += KC) {
             int kc = g->K - k0 < KC ? g->K - k0 : KC;
-            const float *b = g->B + (size_t)k0 * g->ldb + nc0;
+            const float *b = g->B ? g->B + (size_t)k0 * g->ldb + nc0 : NULL;
             long ldb = g->ldb, bpanel = nr;
             if (buf) { /* (out of memory: B in place, slower but the same sums) */
-                g->impl->pack_b(b, ldb, kc, nn, buf);
+                if (g->bfn) g->bfn(g->bctx, k0, kc, nc0, nn, nr, buf);
+                else g->impl->pack_b(b, ldb, kc, nn, buf);
                 b = buf, ldb = nr, bpanel = (long)kc * nr;
             }
             for (int i0 = m0; i0 < m1; i0 += mr_max) {
@@ -195,8 +203,9 @@ static void simd_tasks(void *ctx, int begin, int end) {
 
 static void gemm_simd(const ml_gemm_impl *impl, int M, int N, int K, const float *A, int lda,
                       const float *B, int ldb, const float *bias, float *C, int ldc, int accumulate,
-                      int gelu, int parallel) {
-    simd_job g = {impl, M, N, K, lda, ldb, ldc, accumulate, gelu, A, B, bias, C, 1, 1, impl->mr, 0};
+                      int gelu, int parallel, ml_gemm_b_fn bfn, const void *bctx) {
+    simd_job g = {impl, M, N, K, lda, ldb, ldc, accumulate, gelu, A, B, bias, C, 1, 1, impl->mr, 0,
+                  bfn, bctx};
     int threads = parallel ? ml_num_threads() : 1;
     double flops = 2.0 * M * N * K;
     if (threads > 1 && flops > 2e6) {
@@ -223,7 +232,7 @@ static void gemm_dispatch(int M, int N, int K, const float *A, int lda, const fl
     if (M <= 0 || N <= 0) return;
     const ml_gemm_impl *impl = K > 0 ? ml_gemm_impl_for(ml_isa_active()) : NULL;
     if (impl) {
-        gemm_simd(impl, M, N, K, A, lda, B, ldb, bias, C, ldc, accumulate, gelu, parallel);
+        gemm_simd(impl, M, N, K, A, lda, B, ldb, bias, C, ldc, accumulate, gelu, parallel, NULL, NULL);
         return;
     }
     if (K <= 0) gemm_empty_k(M, N, bias, C, ldc, accumulate);
@@ -249,6 +258,19 @@ void ml_gemm(int M, int N, int K, const float *A, int lda, const float *B, int l
 void ml_gemm_gelu(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                   const float *bias, float *C, int ldc) {
     gemm_dispatch(M, N, K, A, lda, B, ldb, bias, C, ldc, 0, 1, 1);
+}
+
+void ml_gemm_bfn(ml_isa isa, int M, int N, int K, const float *A, int lda, ml_gemm_b_fn bfn,
+                 const void *bctx, const float *bias, float *C, int ldc, int accumulate, int gelu) {
+    const ml_gemm_impl *impl = ml_gemm_impl_for(isa);
+    if (M <= 0 || N <= 0 || !impl) return;
+    if (K <= 0) {
+        gemm_empty_k(M, N, bias, C, ldc, accumulate);
+        if (gelu)
+            for (int i = 0; i < M; i++) ml_quick_gelu(C + (size_t)i * ldc, N);
+        return;
+    }
+    gemm_simd(impl, M, N, K, A, lda, NULL, 0, bias, C, ldc, accumulate, gelu, 1, bfn, bctx);
 }
 
 void ml_gemm_serial(int M, int N, int K, const float *A, int lda, const float *B, int ldb,

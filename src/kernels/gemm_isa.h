@@ -47,6 +47,17 @@ const ml_gemm_impl *ml_gemm_impl_for(ml_isa isa);
 void ml_gemm_serial(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                     const float *bias, float *C, int ldc, int accumulate);
 
+/* B given by a function instead of a matrix: it writes the kc x nn slab at
+ * row k0, column n0 as nr-column panels of kc rows (pack_b's layout; n0 is a
+ * multiple of 16).  The low-precision weights use it to be widened to
+ * float32 as they are packed (qg_widen_bf16). */
+typedef void (*ml_gemm_b_fn)(const void *ctx, int k0, int kc, int n0, int nn, int nr, float *buf);
+
+/* ml_gemm (gelu: ml_gemm_gelu) on the float32 micro-kernel of `isa` with B
+ * from bfn; isa must have a SIMD GEMM (ml_gemm_impl_for non-NULL). */
+void ml_gemm_bfn(ml_isa isa, int M, int N, int K, const float *A, int lda, ml_gemm_b_fn bfn,
+                 const void *bctx, const float *bias, float *C, int ldc, int accumulate, int gelu);
+
 /* The element-wise / row kernels of one ISA. */
 typedef struct ml_ops_impl {
     void (*quick_gelu)(float *x, long n);

@@ -55,6 +55,12 @@ void ml_gemm_bf16_then(int M, const uint16_t *A, int lda, const ml_packed *B, co
 int ml_packed_k(const ml_packed *p); /* K as packed (a multiple of 32 or 64) */
 int ml_packed_native_bf16(const ml_packed *p); /* 1: ml_gemm_bf16 runs without the float32 detour */
 
+/* The kernel that runs products of `p` (or of `prec` on `isa`), e.g.
+ * "avx2-u8s8", "avxvnni-u8s8", "avx512-vnni", "amx-bf16", "avx2-bf16w"
+ * (bf16 weights widened to float32 FMA), "avx2-fp32", "scalar-int8". */
+const char *ml_packed_kernel_name(const ml_packed *p);
+const char *ml_gemm_kernel_name(ml_precision prec, ml_isa isa);
+
 const char *ml_precision_name(ml_precision p);
 int ml_precision_parse(const char *name); /* -1 if unknown */
 

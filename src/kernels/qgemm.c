@@ -17,7 +17,9 @@
 #include "core/threads.h"
 #include "kernels/bf16.h"
 #include "kernels/gemm.h"
+#include "kernels/gemm_isa.h"
 #include "kernels/ops.h"
+#include "kernels/qgemm_avx2.h"
 #include "kernels/qgemm_internal.h"
 
 #define QG_MB 64                 /* rows per parallel task (multiple of QG_MPAD) */
@@ -75,12 +77,19 @@ static void pack_int8(const float *B, int K, int N, ml_packed *p) {
     }
 }
 
+/* The best kernel of `isa` on this CPU.  Wherever AVX2 exists, no precision
+ * runs the portable kernels: AVX2, or AVX-512 without its BF16 / VNNI
+ * extensions (Skylake-SP; Ice Lake for bf16), takes the ymm kernels. */
 static qg_kernel choose_kernel(ml_precision prec, ml_isa isa) {
 #if defined(__x86_64__)
     if (isa == ML_ISA_AMX) return QG_AMX;
     if (isa == ML_ISA_AVX512 && (prec == ML_PREC_BF16 ? ml_cpu_has_avx512_bf16()
                                                  : ml_cpu_has_avx512_vnni()))
         return QG_AVX512;
+    if (isa == ML_ISA_AVX2 || isa == ML_ISA_AVX512) {
+        if (prec == ML_PREC_BF16) return QG_F32W;
+        return ml_cpu_has_avx_vnni() ? QG_AVXVNNI : QG_AVX2;
+    }
 #else
     (void)prec, (void)isa;
 #endif
@@ -106,7 +115,8 @@ ml_packed *ml_pack_weights(const float *B, int K, int N, ml_precision prec, ml_i
     p->prec = prec, p->isa = isa, p->K = K, p->N = N;
     p->kernel = prec == ML_PREC_FP32 ? QG_REF : choose_kernel(prec, isa);
     /* AVX-512 activation packers: the bf16 one needs vcvtne2ps2bf16 */
-    p->simd_a = p->kernel != QG_REF && (prec == ML_PREC_INT8 || ml_cpu_has_avx512_bf16());
+    p->simd_a = (p->kernel == QG_AVX512 || p->kernel == QG_AMX) &&
+                (prec == ML_PREC_INT8 || ml_cpu_has_avx512_bf16());
     p->panels = (N + QG_NR - 1) / QG_NR;
     p->Kp = round_up(K > 0 ? K : 1, prec == ML_PREC_INT8 ? 64 : 32);
     size_t cols = (size_t)p->panels * QG_NR;
@@ -244,6 +254,11 @@ static void pack_range(const pack_job *pj, int r0, int r1) {
     const ml_packed *B = pj->B;
     qg_act *q = pj->act;
 #if defined(__x86_64__)
+    if (B->kernel == QG_AVX2 || B->kernel == QG_AVXVNNI) {
+        qg_avx2_pack_u8(pj->A, pj->lda, B->K, B->Kp, q->a, q->scale, q->zero, r0, r1,
+                        B->kernel == QG_AVX2 ? (size_t)q->Mp * q->Kp : 0);
+        return;
+    }
     if (B->simd_a) {
         if (B->prec == ML_PREC_BF16) qg_avx512_pack_bf16(pj->A, pj->lda, B->K, B->Kp, q->a, r0, r1);
         else qg_avx512_pack_u8(pj->A, pj->lda, B->K, B->Kp, q->a, q->scale, q->zero, r0, r1);
@@ -284,6 +299,8 @@ static qg_kernel_fn kernel_fn(const ml_packed *B) {
     int bf = B->prec == ML_PREC_BF16;
 #if defined(__x86_64__)
     if (B->kernel == QG_AVX512) return bf ? qg_avx512_bf16 : qg_avx512_int8;
+    if (B->kernel == QG_AVX2) return qg_avx2_int8;
+    if (B->kernel == QG_AVXVNNI) return qg_avxvnni_int8;
 #endif
     return bf ? qg_ref_bf16 : qg_ref_int8;
 }
@@ -302,7 +319,8 @@ static int panel_block(const ml_packed *B, int n_mblocks) {
 static int alloc_act(qg_act *q, const ml_packed *B, int M) {
     q->M = M, q->Mp = round_up(M, QG_MPAD), q->Kp = B->Kp;
     size_t esz = B->prec == ML_PREC_BF16 ? 2 : 1, rows = (size_t)q->Mp;
-    q->a = ml_aligned_alloc(rows * q->Kp * esz, NULL);
+    /* qg_avx2_int8 reads two planes (qg_avx2_pack_u8) */
+    q->a = ml_aligned_alloc(rows * q->Kp * esz * (B->kernel == QG_AVX2 ? 2 : 1), NULL);
     q->scale = NULL, q->zero = NULL;
     if (B->prec == ML_PREC_INT8) {
         q->scale = ml_malloc(rows * sizeof(float), NULL);
@@ -500,6 +518,29 @@ static void gemm_amx(amx_job *aj) {
 
 #endif /* __x86_64__ */
 
+/* The per-call path of the portable and AVX-512 / ymm kernels: A packed
+ * once, then (row block, panel block) tasks on the pool.  gelu: the ymm
+ * int8 kernels only (their epilogue applies it). */
+static void gemm_tasks(int M, const float *A, int lda, const ml_packed *B, const float *bias,
+                       float *C, int ldc, int accumulate, int gelu) {
+    qg_act act;
+    if (alloc_act(&act, B, M) != 0) {
+        /* No way to report it (void API) and no sensible partial result:
+         * fail loudly rather than return garbage. */
+        fprintf(stderr, "magiclens: out of memory for %d x %d activation scratch\n", M, B->Kp);
+        free_act(&act);
+        abort();
+    }
+    pack_job pj = {B, A, lda, &act, NULL, NULL, NULL};
+    ml_parallel_for((M + 15) / 16, 2, pack_rows, &pj);
+    task_job tj = {{B, &act, bias, C, ldc, accumulate, gelu, NULL, 0, NULL}, kernel_fn(B), 0, 0};
+    tj.n_mblocks = (act.Mp + QG_MB - 1) / QG_MB;
+    tj.pb = panel_block(B, tj.n_mblocks);
+    int n_pblocks = (B->panels + tj.pb - 1) / tj.pb;
+    ml_parallel_for(tj.n_mblocks * n_pblocks, 1, run_tasks, &tj);
+    free_act(&act);
+}
+
 void ml_gemm_packed(int M, const float *A, int lda, const ml_packed *B, const float *bias,
                     float *C, int ldc, int accumulate) {
     if (M <= 0 || !B) return;
@@ -512,23 +553,12 @@ void ml_gemm_packed(int M, const float *A, int lda, const ml_packed *B, const fl
         gemm_amx(&(amx_job){B, A, bias, C, M, lda, ldc, accumulate, 0, 0, 1, 1, 2, NULL, NULL, 0, 0, NULL});
         return;
     }
-#endif
-    qg_act act;
-    if (alloc_act(&act, B, M) != 0) {
-        /* No way to report it (void API) and no sensible partial result:
-         * fail loudly rather than return garbage. */
-        fprintf(stderr, "magiclens: out of memory for %d x %d activation scratch\n", M, B->Kp);
-        free_act(&act);
-        abort();
+    if (B->kernel == QG_F32W) {
+        ml_gemm_bfn(B->isa, M, B->N, B->K, A, lda, qg_widen_bf16, B, bias, C, ldc, accumulate, 0);
+        return;
     }
-    pack_job pj = {B, A, lda, &act, NULL, NULL, NULL};
-    ml_parallel_for((M + 15) / 16, 2, pack_rows, &pj);
-    task_job tj = {{B, &act, bias, C, ldc, accumulate, 0, NULL, 0, NULL}, kernel_fn(B), 0, 0};
-    tj.n_mblocks = (act.Mp + QG_MB - 1) / QG_MB;
-    tj.pb = panel_block(B, tj.n_mblocks);
-    int n_pblocks = (B->panels + tj.pb - 1) / tj.pb;
-    ml_parallel_for(tj.n_mblocks * n_pblocks, 1, run_tasks, &tj);
-    free_act(&act);
+#endif
+    gemm_tasks(M, A, lda, B, bias, C, ldc, accumulate, 0);
 }
 
 void ml_gemm_packed_gelu(int M, const float *A, int lda, const ml_packed *B, const float *bias,
@@ -537,6 +567,14 @@ void ml_gemm_packed_gelu(int M, const float *A, int lda, const ml_packed *B, con
 #if defined(__x86_64__)
     if (B->kernel == QG_AMX && B->prec != ML_PREC_FP32) {
         gemm_amx(&(amx_job){B, A, bias, C, M, lda, ldc, 0, 1, 0, 1, 1, 2, NULL, NULL, 0, 0, NULL});
+        return;
+    }
+    if (B->kernel == QG_F32W) { /* the GELU in the float32 GEMM's epilogue */
+        ml_gemm_bfn(B->isa, M, B->N, B->K, A, lda, qg_widen_bf16, B, bias, C, ldc, 0, 1);
+        return;
+    }
+    if (B->kernel == QG_AVX2 || B->kernel == QG_AVXVNNI) { /* in the int8 epilogue */
+        gemm_tasks(M, A, lda, B, bias, C, ldc, 0, 1);
         return;
     }
 #endif
@@ -597,6 +635,29 @@ void ml_gemm_bf16(int M, const uint16_t *A, int lda, const ml_packed *B, const f
 }
 
 /* ---- names ---- */
+
+static const char *kernel_name(ml_precision prec, ml_isa isa, qg_kernel k) {
+    int i8 = prec == ML_PREC_INT8;
+    if (prec == ML_PREC_FP32)
+        return isa == ML_ISA_SCALAR ? "scalar-fp32" : isa == ML_ISA_AVX2 ? "avx2-fp32" : "avx512-fp32";
+    switch (k) {
+    case QG_AVX512: return i8 ? "avx512-vnni" : "avx512-bf16";
+    case QG_AMX: return i8 ? "amx-int8" : "amx-bf16";
+    case QG_AVX2: return "avx2-u8s8";
+    case QG_AVXVNNI: return "avxvnni-u8s8";
+    case QG_F32W: return isa == ML_ISA_AVX2 ? "avx2-bf16w" : "avx512-bf16w";
+    case QG_REF: break;
+    }
+    return i8 ? "scalar-int8" : "scalar-bf16";
+}
+
+const char *ml_packed_kernel_name(const ml_packed *p) {
+    return p ? kernel_name(p->prec, p->isa, p->kernel) : "none";
+}
+
+const char *ml_gemm_kernel_name(ml_precision prec, ml_isa isa) {
+    return kernel_name(prec, isa, prec == ML_PREC_FP32 ? QG_REF : choose_kernel(prec, isa));
+}
 
 const char *ml_precision_name(ml_precision p) {
     switch (p) {

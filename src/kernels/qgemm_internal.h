@@ -34,7 +34,14 @@
                                   * doubled K=3072 AMX speed vs 384 KB */
 #define QG_MPAD 32 /* packed activation rows are a multiple of this */
 
-typedef enum qg_kernel { QG_REF = 0, QG_AVX512 = 1, QG_AMX = 2 } qg_kernel;
+typedef enum qg_kernel {
+    QG_REF = 0,     /* portable C */
+    QG_AVX512 = 1,  /* AVX512-BF16 / AVX512-VNNI */
+    QG_AMX = 2,     /* AMX tiles */
+    QG_AVX2 = 3,    /* int8: AVX2 u8 x s8 (vpmaddubsw + vpmaddwd, qgemm_avx2.c) */
+    QG_AVXVNNI = 4, /* int8: AVX-VNNI vpdpbusd on ymm (qgemm_avxvnni.c) */
+    QG_F32W = 5,    /* bf16: weights widened to float32 into the float32 GEMM (qgemm_avx2.c) */
+} qg_kernel;
 
 struct ml_packed {
     ml_precision prec;
@@ -65,7 +72,7 @@ typedef struct qg_job {
     const float *bias;
     float *C;
     int ldc, accumulate;
-    int gelu;     /* AMX only: quick_gelu after the bias (with accumulate = 0) */
+    int gelu;     /* AMX and the ymm int8 kernels: quick_gelu after the bias (accumulate = 0) */
     uint16_t *Cb; /* AMX only: bf16 output [M, ldc] instead of C (accumulate = 0) */
     size_t a_ld;  /* AMX only: 0 = A packed by the task; else A->a is row-major
                    * bf16 with rows a_ld bytes apart (read by the tiles in place) */

@@ -16,7 +16,9 @@
 #include "magiclens.h"
 #include "kernels/cpu.h"
 #include "kernels/ops.h"
+#include "kernels/gemm_isa.h"
 #include "kernels/precision.h"
+#include "kernels/qgemm_avx2.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
 static float frand(void) {
@@ -109,7 +111,7 @@ static void free_data(qdata *d) {
 /* Checks C against both references; returns the worst relative error vs
  * the float product (in units of sum |a b|) for the report line. */
 static double check_result(const qcase *c, ml_precision prec, qdata *d, const float *C,
-                           const char *what) {
+                           const char *what, int f32_act) {
     double worst = 0.0;
     int bad_tight = 0, bad_loose = 0;
     for (int i = 0; i < c->M; i++)
@@ -117,7 +119,8 @@ static double check_result(const qcase *c, ml_precision prec, qdata *d, const fl
             double q = 0, f = 0, mag = 0, loose = 0;
             for (int k = 0; k < c->K; k++) {
                 double a = d->A[(size_t)i * c->lda + k], b = d->B[(size_t)k * c->N + n];
-                double aq = d->Aq[(size_t)i * c->K + k], bq = d->Bq[(size_t)n * c->K + k];
+                /* bf16 weights widened to float32 ("...-bf16w"): float32 activations */
+                double aq = f32_act ? a : d->Aq[(size_t)i * c->K + k], bq = d->Bq[(size_t)n * c->K + k];
                 q += aq * bq, f += a * b, mag += fabs(aq * bq);
                 /* |a b - aq bq| <= |a| db + |bq| da: half a step (int8); bf16 keeps 8
                  * significant bits, so each rounding is within 2^-8 relative */
@@ -147,13 +150,26 @@ static double check_result(const qcase *c, ml_precision prec, qdata *d, const fl
     return worst;
 }
 
-/* Runs one case on one path; returns C (caller frees) or NULL. */
-static float *run_path(const qcase *c, ml_precision prec, ml_isa isa, const qdata *d) {
+static int ends_with(const char *s, const char *tail) {
+    size_t n = strlen(s), t = strlen(tail);
+    return n >= t && strcmp(s + n - t, tail) == 0;
+}
+
+/* Runs one case on one path; returns C (caller frees) or NULL; *kernel
+ * gets the name of the kernel that ran. */
+static float *run_path(const qcase *c, ml_precision prec, ml_isa isa, const qdata *d,
+                       const char **kernel) {
     ml_error err = {0};
     ml_packed *p = ml_pack_weights(d->B, c->K, c->N, prec, isa, &err);
     CHECK_MSG(p != NULL, "pack %s/%s: %s", ml_isa_name(isa), ml_precision_name(prec), err.msg);
     if (!p) return NULL;
     CHECK(ml_packed_bytes(p) > 0);
+    *kernel = ml_packed_kernel_name(p);
+    CHECK_MSG(!strcmp(*kernel, ml_gemm_kernel_name(prec, isa)), "%s: packed %s, named %s",
+              ml_isa_name(isa), *kernel, ml_gemm_kernel_name(prec, isa));
+    /* no precision runs the portable kernels where AVX2 exists */
+    CHECK_MSG(isa == ML_ISA_SCALAR || strncmp(*kernel, "scalar", 6) != 0, "%s/%s runs %s",
+              ml_isa_name(isa), ml_precision_name(prec), *kernel);
     float *C = malloc(sizeof(float) * (size_t)c->M * c->ldc);
     memcpy(C, d->C0, sizeof(float) * (size_t)c->M * c->ldc);
     ml_gemm_packed(c->M, d->A, c->lda, p, c->bias ? d->bias : NULL, C, c->ldc, c->acc);
@@ -165,13 +181,23 @@ static void test_case(const qcase *c, ml_precision prec) {
     qdata d;
     make_data(c, prec, &d);
     float *ref = NULL;
-    for (int isa = ML_ISA_SCALAR; isa <= ML_ISA_AMX; isa++) {
-        if (!ml_isa_supported((ml_isa)isa)) continue;
-        char what[64];
-        snprintf(what, sizeof what, "%s/%s", ml_isa_name((ml_isa)isa), ml_precision_name(prec));
-        float *C = run_path(c, prec, (ml_isa)isa, &d);
+    /* every ISA; AVX2 and AVX-512 twice where the CPU has AVX-VNNI (the
+     * int8 kernel with it, and the AVX2 u8 x s8 one without) */
+    int vnni = ml_cpu_has_avx_vnni();
+    for (int path = 0; path <= 2 * ML_ISA_AMX + 1; path++) {
+        int isa = path / 2, no_vnni = path % 2;
+        if (!ml_isa_supported((ml_isa)isa) ||
+            (no_vnni && (!vnni || isa == ML_ISA_SCALAR || prec != ML_PREC_INT8)))
+            continue;
+        ml_cpu_set_avx_vnni(vnni && !no_vnni);
+        const char *kernel = "?";
+        float *C = run_path(c, prec, (ml_isa)isa, &d, &kernel);
+        ml_cpu_set_avx_vnni(vnni);
         if (!C) continue;
-        double worst = check_result(c, prec, &d, C, what);
+        char what[64];
+        snprintf(what, sizeof what, "%s/%s", ml_isa_name((ml_isa)isa), kernel);
+        int f32_act = ends_with(kernel, "bf16w");
+        double worst = check_result(c, prec, &d, C, what, f32_act);
         if (c->M >= 1576) printf("%-14s M=%d N=%d K=%d worst |err|/sum|ab| = %.2e\n", what, c->M, c->N, c->K, worst);
         if (!ref) {
             ref = C;
@@ -188,7 +214,8 @@ static void test_case(const qcase *c, ml_precision prec) {
                 over += x > 2 * d.slack[(size_t)i * c->N + n];
             }
         if (prec == ML_PREC_INT8) CHECK_MSG(maxd == 0.0, "%s differs from scalar by %g", what, maxd);
-        else CHECK_MSG(over == 0, "%s: %d outputs differ from scalar (max %g)", what, over, maxd);
+        else if (!f32_act) /* (float32 activations: checked against their own product above) */
+            CHECK_MSG(over == 0, "%s: %d outputs differ from scalar (max %g)", what, over, maxd);
         free(C);
     }
     free(ref);
@@ -214,6 +241,35 @@ static void test_sizes(void) {
             test_case(&cases[i], ML_PREC_INT8);
         }
     }
+}
+
+/* avx512-bf16w (AVX-512 without AVX512-BF16: Skylake-SP, Ice Lake) cannot
+ * be chosen on a CPU that has AVX512-BF16, so its pieces are run directly:
+ * bf16 panels widened into the AVX-512 float32 micro-kernel's 32-column
+ * panels (two bf16 panels each; a missing second one reads as zero). */
+static void test_bf16w_avx512(void) {
+#if defined(__x86_64__)
+    if (!ml_isa_supported(ML_ISA_AVX512)) return;
+    const qcase cases[] = {{77, 100, 200, 203, 101, 1, 0}, {1576, 40, 770, 771, 41, 1, 1},
+                           {17, 16, 32, 32, 16, 0, 1}};
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        const qcase *c = &cases[t];
+        qdata d;
+        make_data(c, ML_PREC_BF16, &d);
+        ml_packed *p = ml_pack_weights(d.B, c->K, c->N, ML_PREC_BF16, ML_ISA_AVX2, NULL);
+        CHECK(p != NULL && !strcmp(ml_packed_kernel_name(p), "avx2-bf16w"));
+        if (p) {
+            float *C = malloc(sizeof(float) * (size_t)c->M * c->ldc);
+            memcpy(C, d.C0, sizeof(float) * (size_t)c->M * c->ldc);
+            ml_gemm_bfn(ML_ISA_AVX512, c->M, c->N, c->K, d.A, c->lda, qg_widen_bf16, p,
+                        c->bias ? d.bias : NULL, C, c->ldc, c->acc, 0);
+            check_result(c, ML_PREC_BF16, &d, C, "avx512-bf16w", 1);
+            free(C);
+        }
+        ml_packed_free(p);
+        free_data(&d);
+    }
+#endif
 }
 
 static void test_api(void) {
@@ -250,8 +306,13 @@ static void test_gelu(void) {
     for (int i = 0; i < N; i++) bias[i] = frand();
     for (int isa = ML_ISA_SCALAR; isa <= ML_ISA_AMX; isa++) {
         if (!ml_isa_supported((ml_isa)isa) || ml_isa_set((ml_isa)isa, NULL) != 0) continue;
-        for (int prec = ML_PREC_BF16; prec <= ML_PREC_INT8; prec++) {
+        /* int8 twice where the CPU has AVX-VNNI: with it, and the u8 x s8 kernel */
+        int vnni = ml_cpu_has_avx_vnni();
+        for (int variant = ML_PREC_BF16; variant <= ML_PREC_INT8 + vnni; variant++) {
+            int prec = variant > ML_PREC_INT8 ? ML_PREC_INT8 : variant;
+            ml_cpu_set_avx_vnni(vnni && variant <= ML_PREC_INT8);
             ml_packed *p = ml_pack_weights(B, K, N, (ml_precision)prec, (ml_isa)isa, NULL);
+            ml_cpu_set_avx_vnni(vnni);
             CHECK(p != NULL);
             if (!p) continue;
             for (int i = 0; i < M * ldc; i++) C1[i] = C2[i] = 7.0f;
@@ -264,7 +325,7 @@ static void test_gelu(void) {
                 if (d > worst) worst = d;
             }
             CHECK_MSG(worst <= 1e-6, "gelu %s/%s: worst rel diff %.3g", ml_isa_name((ml_isa)isa),
-                      ml_precision_name((ml_precision)prec), worst);
+                      ml_packed_kernel_name(p), worst);
             ml_packed_free(p);
         }
     }
@@ -358,6 +419,7 @@ static void test_bf16_in(void) {
 
 int main(void) {
     test_api();
+    test_bf16w_avx512();
     test_bf16_in();
     test_gelu();
     test_sizes();

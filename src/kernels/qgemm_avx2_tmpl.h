@@ -1,0 +1,104 @@
+/* qgemm_avx2_tmpl.h - the ymm int8 micro-kernel, instantiated twice: by
+ * qgemm_avx2.c (AVX2 u8 x s8 with vpmaddubsw + vpmaddwd) and by
+ * qgemm_avxvnni.c (AVX-VNNI vpdpbusd on ymm).  Before including it, define
+ * QG_Y_MR (rows per block), QG_Y_NAME (the kernel's function name),
+ * QG_Y_SPLIT and
+ * QG_Y_DOT(acc, a, m, w): acc += the 4 products of each 32-bit lane, given
+ * a = one k group of the packed A row broadcast, m = the same from the
+ * second plane (QG_Y_SPLIT = 1: the packer wrote a - 128 as s8 in the first
+ * plane, |a - 128| in a second one Mp * Kp bytes on; then the epilogue adds
+ * 128 * colsum back), and w = 8 columns' k group.
+ *
+ * Block: mr rows x one 16-column panel = 2 * mr ymm accumulators of 8
+ * int32 columns; each k group loads the panel's 64-byte row (two ymm) once
+ * for all mr rows.  The epilogue is the portable kernel's arithmetic in the
+ * same order, so every path gives identical floats. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/qgemm_internal.h"
+/* the AVX2 quick GELU of the float32 kernels, for the fused epilogue */
+#define ML_SIMD_AVX2
+#include "kernels/gemm_simd.h"
+#include "kernels/ops_vexp.h"
+
+#define QG_Y_INLINE static inline __attribute__((always_inline))
+
+QG_Y_INLINE int32_t qg_y_load_i32(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4); /* one k group of A, without type punning */
+    return v;
+}
+
+/* C[i, panel p] <- (acc - z[i] * colsum) * (sa[i] * sw) (+ bias) (+ C),
+ * quick_gelu'd when j->gelu (then without accumulate). */
+QG_Y_INLINE void qg_y_store(const qg_job *j, int i, int p, __m256i acc0, __m256i acc1) {
+    const float *sw = j->B->scale + p * QG_NR, *bias = j->bias ? j->bias + p * QG_NR : NULL;
+    const int32_t *cs = j->B->colsum + p * QG_NR;
+    float *c = j->C + (size_t)i * j->ldc + p * QG_NR;
+    int nc = qg_panel_cols(j->B, p);
+    __m256i z = _mm256_set1_epi32(j->A->zero[i]);
+    __m256 sa = _mm256_set1_ps(j->A->scale[i]);
+    __m256i acc[2] = {acc0, acc1};
+    for (int h = 0; h < 2; h++) {
+        __m256i csv = _mm256_loadu_si256((const __m256i *)(cs + 8 * h));
+        __m256i t = acc[h];
+        if (QG_Y_SPLIT) t = _mm256_add_epi32(t, _mm256_slli_epi32(csv, 7));
+        t = _mm256_sub_epi32(t, _mm256_mullo_epi32(z, csv));
+        __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(t), _mm256_mul_ps(sa, _mm256_loadu_ps(sw + 8 * h)));
+        int n = nc - 8 * h;
+        if (n >= 8) {
+            if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + 8 * h));
+            if (j->accumulate) v = _mm256_add_ps(v, _mm256_loadu_ps(c + 8 * h));
+            if (j->gelu) v = vquick_gelu(v);
+            _mm256_storeu_ps(c + 8 * h, v);
+        } else if (n > 0) {
+            __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            if (bias) v = _mm256_add_ps(v, _mm256_maskload_ps(bias + 8 * h, m));
+            if (j->accumulate) v = _mm256_add_ps(v, _mm256_maskload_ps(c + 8 * h, m));
+            if (j->gelu) v = vquick_gelu(v);
+            _mm256_maskstore_ps(c + 8 * h, m, v);
+        }
+    }
+}
+
+/* mr rows (a compile-time constant at each call) from row i, panel p. */
+QG_Y_INLINE void qg_y_block(const qg_job *j, int i, int p, int mr) {
+    int Kp = j->A->Kp;
+    const uint8_t *a = (const uint8_t *)j->A->a + (size_t)i * Kp;
+    const uint8_t *m = QG_Y_SPLIT ? a + (size_t)j->A->Mp * Kp : a;
+    const int8_t *b = qg_panel(j->B, p);
+    __m256i acc[QG_Y_MR][2];
+    for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    for (int k = 0; k < Kp; k += 4) {
+        __m256i w0 = _mm256_load_si256((const __m256i *)(b + (size_t)k * 16));
+        __m256i w1 = _mm256_load_si256((const __m256i *)(b + (size_t)k * 16 + 32));
+        for (int r = 0; r < mr; r++) {
+            __m256i av = _mm256_set1_epi32(qg_y_load_i32(a + (size_t)r * Kp + k));
+            __m256i mv = QG_Y_SPLIT ? _mm256_set1_epi32(qg_y_load_i32(m + (size_t)r * Kp + k)) : av;
+            (void)mv; /* (unused by the plain dot) */
+            acc[r][0] = QG_Y_DOT(acc[r][0], av, mv, w0);
+            acc[r][1] = QG_Y_DOT(acc[r][1], av, mv, w1);
+        }
+    }
+    for (int r = 0; r < mr; r++) qg_y_store(j, i + r, p, acc[r][0], acc[r][1]);
+}
+
+/* Panel outer: its k rows stay in L1/L2 while the task's row blocks pass. */
+void QG_Y_NAME(const qg_job *j, int i0, int i1, int p0, int p1) {
+    int end = i1 < j->A->M ? i1 : j->A->M;
+    for (int p = p0; p < p1; p++) {
+        int i = i0;
+        for (; i + QG_Y_MR <= end; i += QG_Y_MR) qg_y_block(j, i, p, QG_Y_MR);
+        switch (end - i) { /* the last rows, mr a constant in each case */
+        case 1: qg_y_block(j, i, p, 1); break;
+        case 2: qg_y_block(j, i, p, 2); break;
+        case 3: qg_y_block(j, i, p, 3); break;
+#if QG_Y_MR > 4
+        case 4: qg_y_block(j, i, p, 4); break;
+        case 5: qg_y_block(j, i, p, 5); break;
+#endif
+        default: break;
+        }
+    }
+}
