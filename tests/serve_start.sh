@@ -5,6 +5,9 @@
 # and kills it on exit.  Fails if the server exits first.
 serve_start() {
     local dir="$1"; shift
+    # created here, not by the background job's redirection: the poll below
+    # may run before that job does (a missing file ended a test under set -e)
+    : > "$dir/stdout"; : > "$dir/stderr"
     "$BUILD/magiclens" serve --port 0 "$@" > "$dir/stdout" 2> "$dir/stderr" &
     PID=$!
     trap 'kill $PID 2> /dev/null || true' EXIT
