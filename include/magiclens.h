@@ -54,9 +54,13 @@ typedef struct ml_load_options {
 } ml_load_options;
 
 /* Loads a model from `path` (.pkl as released, or .mlens).  `vocab_path` is
- * the CLIP BPE vocabulary (bpe_simple_vocab_16e6.txt.gz); NULL means
- * $MAGICLENS_VOCAB, else the vocabulary stored in a .mlens file.
- * ml_model_load uses ML_PRECISION_FP32. */
+ * the CLIP BPE vocabulary (bpe_simple_vocab_16e6.txt.gz); NULL means the
+ * lookup order: $MAGICLENS_VOCAB, the vocabulary stored in a .mlens file,
+ * models/bpe_simple_vocab_16e6.txt.gz of the repository, ../shared/assets/
+ * beside it.  With none found the model still loads, for image-only work:
+ * the empty instruction needs no vocabulary; other text is an error naming
+ * what to do (ml_model_has_vocab tells).  ml_model_load uses
+ * ML_PRECISION_FP32. */
 ml_model *ml_model_load(const char *path, const char *vocab_path, ml_error *err);
 ml_model *ml_model_load_opts(const char *path, const char *vocab_path,
                              const ml_load_options *opts, ml_error *err);
@@ -67,6 +71,14 @@ const char *ml_precision_choice_name(int precision);
 int ml_precision_auto(void);
 void ml_model_free(ml_model *m);
 const ml_config *ml_model_config(const ml_model *m);
+/* 1 when the model has a vocabulary (any instruction), 0 when it has none
+ * (only the empty instruction). */
+int ml_model_has_vocab(const ml_model *m);
+/* The vocabulary file in the order above, without a model: `explicit_path`
+ * (returned as is, even if missing), $MAGICLENS_VOCAB, models/ of the
+ * repository, ../shared/assets/.  Writes the path to `out` and returns 0, or
+ * returns -1 when there is none. */
+int ml_vocab_find(const char *explicit_path, char *out, size_t cap);
 
 /* An RGB image, 8 bits per channel, row-major, owned by whoever filled it. */
 typedef struct ml_image {

@@ -2,7 +2,8 @@
 # Downloads what magiclens needs to run the released models into models/ (or $1):
 #   - CLIP's BPE vocabulary (MIT licence), checked against its sha256;
 #   - the official MagicLens checkpoints (Apache 2.0) from Google's bucket.
-# usage: scripts/download-model.sh [DIR] [base|large|all]   (default: models base)
+# usage: scripts/download-model.sh [DIR] [base|large|all|vocab]   (default: models base;
+#        vocab: the vocabulary alone, as `make test` fetches it)
 set -euo pipefail
 dir="${1:-models}"
 which_model="${2:-base}"
@@ -24,11 +25,12 @@ fetch() { # url dest
 vocab="$dir/bpe_simple_vocab_16e6.txt.gz"
 if [ ! -s "$vocab" ]; then
     echo "download-model: fetching the CLIP vocabulary" >&2
-    fetch "$VOCAB_URL" "$vocab" || { echo "download-model: could not download $VOCAB_URL" >&2; exit 1; }
+    fetch "$VOCAB_URL" "$vocab" || { echo "download-model: could not download $VOCAB_URL" >&2; rm -f "$vocab.part"; exit 1; }
 fi
 echo "$VOCAB_SHA256  $vocab" | sha256sum -c --quiet - ||
-    { echo "download-model: $vocab has the wrong sha256; delete it and retry" >&2; exit 1; }
+    { mv -f "$vocab" "$vocab.bad"; echo "download-model: $vocab had the wrong sha256 (kept as $vocab.bad); retry" >&2; exit 1; }
 
+[ "$which_model" = vocab ] && { echo "download-model: done: $vocab" >&2; exit 0; }
 models="magic_lens_clip_base.pkl"
 [ "$which_model" = large ] && models="magic_lens_clip_large.pkl"
 [ "$which_model" = all ] && models="magic_lens_clip_base.pkl magic_lens_clip_large.pkl"

@@ -68,9 +68,30 @@ assert np.abs(np.array(o['embedding']) - c[0]).max() < 1e-6
 if "$ML" embed --precision fp32 --model "$T/m.pkl" --image "$T/img/$(head -1 "$T/img/bad.txt")" 2> "$T/e1"; then exit 1; fi
 grep -q "$(head -1 "$T/img/bad.txt")" "$T/e1"
 
-# Missing vocabulary: a clear error that says where to get it.
-if env -u MAGICLENS_VOCAB "$ML" embed --precision fp32 --model "$T/m.pkl" --image "$T/img/png_rgb.png" 2> "$T/e2"; then exit 1; fi
-grep -q "download-model.sh" "$T/e2"
+# No vocabulary anywhere (a copy of the binary outside the repository, so
+# neither models/ nor ../shared is beside it): image-only embedding still
+# works and equals the embedding with the vocabulary (the empty instruction
+# is SOT + EOT); an instruction is a clear error that says where to get it.
+mkdir -p "$T/nv/bin"; cp "$ML" "$T/nv/bin/magiclens"
+(cd "$T/nv" && env -u MAGICLENS_VOCAB bin/magiclens embed --precision fp32 --model "$T/m.pkl" --image "$T/img/png_rgb.png" > "$T/nv/img.json")
+"$ML" embed --precision fp32 --model "$T/m.pkl" --image "$T/img/png_rgb.png" > "$T/img.json"
+$PY -c "
+import json; a = json.load(open('$T/nv/img.json')); b = json.load(open('$T/img.json'))
+assert a['embedding'] == b['embedding'], 'no-vocabulary image embedding differs'
+"
+if (cd "$T/nv" && env -u MAGICLENS_VOCAB bin/magiclens embed --precision fp32 --model "$T/m.pkl" --image "$T/img/png_rgb.png" --text "a red one") 2> "$T/e2"; then exit 1; fi
+grep -q "download-model.sh" "$T/e2" && grep -q "a red one" "$T/e2"
+if (cd "$T/nv" && env -u MAGICLENS_VOCAB bin/magiclens vocab) 2> "$T/e2b"; then exit 1; fi
+grep -q "models/bpe_simple_vocab_16e6.txt.gz" "$T/e2b"
+# The lookup order: models/ of the repository (the binary's parent folder),
+# and $MAGICLENS_VOCAB before it; the instruction then works.
+mkdir -p "$T/nv/models"; cp "$MAGICLENS_VOCAB" "$T/nv/models/"
+[ "$(cd / && env -u MAGICLENS_VOCAB "$T/nv/bin/magiclens" vocab)" = "$T/nv/models/bpe_simple_vocab_16e6.txt.gz" ]
+[ "$(cd / && MAGICLENS_VOCAB=/elsewhere.gz "$T/nv/bin/magiclens" vocab --vocab "$MAGICLENS_VOCAB")" = "$MAGICLENS_VOCAB" ]
+[ "$(cd / && MAGICLENS_VOCAB=/elsewhere.gz "$T/nv/bin/magiclens" vocab 2>/dev/null)" = "" ]
+(cd / && env -u MAGICLENS_VOCAB "$T/nv/bin/magiclens" embed --precision fp32 --model "$T/m.pkl" --image "$T/img/png_rgb.png" --text "a red one" > "$T/nv/t.json")
+"$ML" embed --precision fp32 --model "$T/m.pkl" --image "$T/img/png_rgb.png" --text "a red one" > "$T/t.json"
+cmp "$T/nv/t.json" "$T/t.json"
 if "$ML" embed --precision fp32 --model "$T/m.pkl" --vocab "$T/nope.gz" --image "$T/img/png_rgb.png" 2> "$T/e3"; then exit 1; fi
 grep -q "nope.gz" "$T/e3"
 

@@ -4,7 +4,8 @@
 # Covers every image fixture, instructions with punctuation / Unicode / HTML
 # entities / curly quotes / the id-0 token, bf16 and f16 checkpoints, pickle
 # protocols 2-5, chunked arrays, a capped-logit model, the second-stage resize
-# (64-pixel tower), the .mlens format, and JSONL output.
+# (64-pixel tower), the .mlens format, and JSONL output; on every
+# instruction-set path the CPU supports (MAGICLENS_ISA).
 set -euo pipefail
 PY=/usr/bin/python3
 ML="$BUILD/magiclens"
@@ -43,12 +44,22 @@ with open(f"{T}/items.jsonl", "w") as f:
 print(k, "items")
 PYEOF
 
-check() { # name model
+# Every instruction-set path this CPU supports is held to the same bound
+# (fp32 cosine >= 0.99999, max abs diff <= 1e-4); the default path's output
+# is $name.c.npy.
+isas=$("$ML" cpu | $PY -c "import json,sys; print(' '.join(json.load(sys.stdin)['isa_supported']))")
+echo "instruction sets: $isas"
+check() { # name model reference-model
     local name="$1" model="$2"
-    echo "== $name"
-    "$ML" embed --precision fp32 --model "$model" --input "$T/items.jsonl" --output "$T/$name.c.npy" --quiet
     $PY tests/reference/ref_embed.py --model "$3" --input "$T/items.jsonl" --output "$T/$name.ref.npy" > /dev/null 2>&1
-    $PY tests/reference/compare_npy.py "$T/$name.c.npy" "$T/$name.ref.npy"
+    "$ML" embed --precision fp32 --model "$model" --input "$T/items.jsonl" --output "$T/$name.c.npy" --quiet
+    echo "== $name (default path): $($PY tests/reference/compare_npy.py "$T/$name.c.npy" "$T/$name.ref.npy" | tail -1)"
+    $PY tests/reference/compare_npy.py "$T/$name.c.npy" "$T/$name.ref.npy" > /dev/null
+    for isa in $isas; do
+        MAGICLENS_ISA=$isa "$ML" embed --precision fp32 --model "$model" --input "$T/items.jsonl" --output "$T/$name.$isa.npy" --quiet
+        echo "== $name $isa: $($PY tests/reference/compare_npy.py "$T/$name.$isa.npy" "$T/$name.ref.npy" | tail -1)"
+        $PY tests/reference/compare_npy.py "$T/$name.$isa.npy" "$T/$name.ref.npy" > /dev/null
+    done
 }
 
 G=tests/reference/make_checkpoint.py

@@ -14,6 +14,7 @@
 #include "io/native.h"
 #include "train/export_flax.h"
 #include "train/init.h"
+#include "io/vocab.h"
 
 static int need(const char *v, const char *what) {
     if (v) return 0;
@@ -133,7 +134,8 @@ int cmd_export_model(int argc, char **argv) {
     if (!strcmp(o.format, "flax")) {
         rc = ml_export_flax_pkl_chunked(&ts, o.output, o.chunk, &err);
     } else {
-        const char *vp = o.vocab ? o.vocab : getenv("MAGICLENS_VOCAB");
+        char vbuf[4096];
+        const char *vp = ml_vocab_find(o.vocab, vbuf, sizeof vbuf) == 0 ? vbuf : NULL;
         unsigned char *vocab = NULL;
         size_t vlen = 0;
         char *cfg = mx_config(&ts);
@@ -141,8 +143,8 @@ int cmd_export_model(int argc, char **argv) {
         else if (!cfg) rc = ml_fail(&err, "out of memory");
         else rc = ml_native_write(o.output, &ts, cfg, vocab, vlen, &err);
         if (rc == 0 && !vp && !o.quiet)
-            fprintf(stderr, "magiclens: note: no vocabulary (--vocab or MAGICLENS_VOCAB) stored "
-                            "in %s\n", o.output);
+            fprintf(stderr, "magiclens: note: no vocabulary found (%s), none stored in %s\n",
+                    ML_VOCAB_ORDER, o.output);
         free(vocab);
         free(cfg);
     }

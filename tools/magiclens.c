@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "core/dist.h"
@@ -24,6 +25,7 @@
 #include "io/native.h"
 #include "io/npy.h"
 #include "io/tokenizer.h"
+#include "io/vocab.h"
 #include "kernels/cpu.h"
 #include "kernels/precision.h"
 #include "magiclens.h"
@@ -60,13 +62,17 @@ static void usage(FILE *f) {
             "  magiclens serve --index X.mlindex --model M [--host 127.0.0.1] [--port 8080]\n"
             "                  [--token T] [--workers N] [--queue N] [--web DIR]  # docs/serve.md\n"
             "  magiclens cpu                                  # instruction sets, default precision\n"
+            "  magiclens vocab [--vocab V]                    # the vocabulary file found, or exit 1\n"
             "  magiclens bench --model M [--precision P] [--batch B] [--threads N] [--seconds S]\n"
             "                  [--text T]\n\n"
             "--precision fp32|bf16|int8|auto: numeric precision of the CLIP towers; auto (the\n"
             "default) is the fastest one that meets the accuracy bounds on this CPU: here %s.\n"
             "--threads N: compute threads (default: every CPU the process may use).\n"
             "M is an official checkpoint (magic_lens_clip_base.pkl / _large.pkl) or a .mlens\n"
-            "file.  The vocabulary comes from --vocab, else $MAGICLENS_VOCAB, else the .mlens.\n",
+            "file.  The CLIP vocabulary (bpe_simple_vocab_16e6.txt.gz) is looked up in this\n"
+            "order: --vocab, $MAGICLENS_VOCAB, the copy in a .mlens model, models/ of the\n"
+            "repository (scripts/download-model.sh puts it there), ../shared/assets/ beside\n"
+            "the repository.  Without one, only image-only work (empty instruction) runs.\n",
             ML_VERSION, ml_precision_choice_name(ml_precision_auto()));
 }
 
@@ -456,19 +462,20 @@ static int read_file(const char *path, unsigned char **data, size_t *len) {
     return 0;
 }
 
-static const char *vocab_source(const opts *o) {
-    if (o->vocab) return o->vocab;
-    return getenv("MAGICLENS_VOCAB");
+/* The vocabulary file for commands without a model (io/vocab.h's order);
+ * NULL when there is none. */
+static const char *vocab_source(const opts *o, char *buf, size_t cap) {
+    return ml_vocab_find(o->vocab, buf, cap) == 0 ? buf : NULL;
 }
 
 static int cmd_convert(int argc, char **argv) {
     opts o;
     if (parse_opts(argc, argv, &o) != 0) return 2;
     o.precision = ML_PRECISION_FP32; /* the file keeps the checkpoint's own weights */
-    const char *vpath = vocab_source(&o);
-    if (!o.output || !vpath) {
-        fprintf(stderr, "magiclens: convert needs --model, --output and a vocabulary "
-                        "(--vocab or MAGICLENS_VOCAB)\n");
+    char vbuf[4096];
+    const char *vpath = vocab_source(&o, vbuf, sizeof vbuf);
+    if (!o.output) {
+        fprintf(stderr, "magiclens: convert needs --model and --output\n");
         return 2;
     }
     ml_model *m = load_model(&o);
@@ -477,9 +484,13 @@ static int cmd_convert(int argc, char **argv) {
     size_t vlen = 0;
     ml_error err;
     int rc = 1;
-    if (read_file(vpath, &vocab, &vlen) != 0) {
+    if (vpath && read_file(vpath, &vocab, &vlen) != 0) {
         fprintf(stderr, "magiclens: %s: cannot read vocabulary\n", vpath);
     } else {
+        if (!vpath && !o.quiet)
+            fprintf(stderr, "magiclens: note: no CLIP vocabulary found (%s): %s will hold none "
+                            "and embed images with the empty instruction only\n",
+                    ML_VOCAB_ORDER, o.output);
         /* Copy only the network's tensors: a .mlens input also holds blobs. */
         ml_tensor_set net = {0};
         int ok = 1;
@@ -505,11 +516,12 @@ static int cmd_convert(int argc, char **argv) {
 static int cmd_tokenize(int argc, char **argv) {
     opts o;
     if (parse_opts(argc, argv, &o) != 0) return 2;
-    const char *vpath = vocab_source(&o);
+    char vbuf[4096];
+    const char *vpath = vocab_source(&o, vbuf, sizeof vbuf);
     ml_error err;
     if (!vpath) {
-        fprintf(stderr, "magiclens: no vocabulary: pass --vocab or set MAGICLENS_VOCAB "
-                        "(scripts/download-model.sh fetches it)\n");
+        fprintf(stderr, "magiclens: no CLIP vocabulary found (%s); scripts/download-model.sh "
+                        "fetches it into models/\n", ML_VOCAB_ORDER);
         return 2;
     }
     ml_tokenizer *t = ml_tokenizer_load(vpath, &err);
@@ -614,6 +626,27 @@ static int cmd_bench(int argc, char **argv) {
     return rc;
 }
 
+/* Prints the vocabulary file the lookup finds (what the tests, `make run`
+ * and the benchmarks use), or says where it looked and exits 1. */
+static int cmd_vocab(int argc, char **argv) {
+    opts o;
+    if (parse_opts(argc, argv, &o) != 0) return 2;
+    char buf[4096];
+    const char *v = vocab_source(&o, buf, sizeof buf);
+    if (v && access(v, R_OK) != 0) {
+        fprintf(stderr, "magiclens: %s: cannot read the vocabulary named by --vocab or "
+                        "$MAGICLENS_VOCAB\n", v);
+        return 1;
+    }
+    if (!v) {
+        fprintf(stderr, "magiclens: no CLIP vocabulary found (looked in: %s); "
+                        "scripts/download-model.sh fetches it into models/\n", ML_VOCAB_ORDER);
+        return 1;
+    }
+    printf("%s\n", v);
+    return 0;
+}
+
 /* Prints what this machine supports, for scripts and bug reports. */
 static int cmd_cpu(void) {
     printf("{\"isa_active\": \"%s\", \"isa_supported\": [", ml_isa_name(ml_isa_active()));
@@ -641,6 +674,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
     if (!strcmp(cmd, "cpu")) return cmd_cpu();
+    if (!strcmp(cmd, "vocab")) return cmd_vocab(argc, argv);
     if (!strcmp(cmd, "export")) return cmd_export_index(argc, argv);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
     if (!strcmp(cmd, "serve")) return cmd_serve(argc, argv);

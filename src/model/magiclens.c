@@ -10,34 +10,57 @@
 #include "core/threads.h"
 #include "io/native.h"
 #include "io/tokenizer.h"
+#include "io/vocab.h"
 #include "kernels/cpu.h"
 #include "kernels/ops.h"
 #include "model/model.h"
 #include "model/preprocess.h"
 
-#define VOCAB_TENSOR "vocab/bpe_simple_vocab_16e6.txt.gz"
-#define VOCAB_HELP                                                                         \
-    "get bpe_simple_vocab_16e6.txt.gz with scripts/download-model.sh (or from "            \
-    "https://github.com/openai/CLIP/raw/main/clip/bpe_simple_vocab_16e6.txt.gz) and pass " \
-    "--vocab or set MAGICLENS_VOCAB"
+#define VOCAB_TENSOR "vocab/" ML_VOCAB_FILE
 
+/* The lookup order of io/vocab.h.  With no vocabulary anywhere the model
+ * still loads: the empty instruction is SOT + EOT, which needs no BPE
+ * merges, so image-only embeddings, indexing and --like searches work; any
+ * other text is refused by model_encode with what to do. */
 static int load_tokenizer(ml_model *m, const char *vocab_path, ml_error *err) {
-    if (!vocab_path || !*vocab_path) vocab_path = getenv("MAGICLENS_VOCAB");
-    if (vocab_path && *vocab_path) {
+    vocab_path = ml_vocab_user_path(vocab_path);
+    if (vocab_path) {
         m->tok = ml_tokenizer_load(vocab_path, err);
         return m->tok ? 0 : -1;
     }
     const ml_tensor *v = ml_tensor_set_find(&m->tensors, VOCAB_TENSOR);
-    if (!v) return ml_fail(err, "no CLIP vocabulary: the model file has none; " VOCAB_HELP);
-    m->tok = ml_tokenizer_from_gz(v->data, v->nbytes, err);
-    return m->tok ? 0 : ml_fail_prefix(err, "vocabulary stored in the model file");
+    if (v) {
+        m->tok = ml_tokenizer_from_gz(v->data, v->nbytes, err);
+        return m->tok ? 0 : ml_fail_prefix(err, "vocabulary stored in the model file");
+    }
+    char found[4096];
+    if (ml_vocab_search_files(found, sizeof found) == 0) {
+        m->tok = ml_tokenizer_load(found, err);
+        return m->tok ? 0 : -1;
+    }
+    return 0;
+}
+
+/* Text to ids; without a vocabulary only blank text (SOT + EOT) works. */
+static int model_encode(const ml_model *m, const char *text, int truncate, int32_t *ids,
+                        ml_error *err) {
+    if (m->tok) return ml_tokenizer_encode(m->tok, text, m->cfg.context_length, truncate, ids, err);
+    const char *c = text;
+    while (*c == ' ' || (*c >= '\t' && *c <= '\r')) c++;
+    if (*c)
+        return ml_fail(err, "the instruction \"%.60s\" needs the CLIP vocabulary (%s), and none "
+                            "was found in: %s; get it with scripts/download-model.sh", text,
+                       ML_VOCAB_FILE, ML_VOCAB_ORDER);
+    memset(ids, 0, sizeof(int32_t) * (size_t)m->cfg.context_length);
+    ids[0] = ML_TOKEN_SOT, ids[1] = ML_TOKEN_EOT;
+    return 2;
 }
 
 static int compute_empty_text(ml_model *m, ml_error *err) {
     int32_t ids[ML_MAX_SEQ];
     m->empty_text_emb = ml_malloc(sizeof(float) * (size_t)m->cfg.embed_dim, err);
     if (!m->empty_text_emb) return -1;
-    if (ml_tokenizer_encode(m->tok, "", m->cfg.context_length, 0, ids, err) < 0) return -1;
+    if (model_encode(m, "", 0, ids, err) < 0) return -1;
     return ml_text_forward(m, ids, m->empty_text_emb, err);
 }
 
@@ -54,6 +77,8 @@ const char *ml_precision_choice_name(int precision) {
 }
 
 int ml_model_precision(const ml_model *m) { return m->precision; }
+
+int ml_model_has_vocab(const ml_model *m) { return m->tok != NULL; }
 
 /* A forced instruction set the machine cannot run is the user's mistake:
  * say so rather than silently running another path. */
@@ -116,10 +141,7 @@ const ml_config *ml_model_config(const ml_model *m) { return &m->cfg; }
 
 int ml_model_tokenize(const ml_model *m, const char *text, int truncate, int32_t *ids,
                       ml_error *err) {
-    return ml_tokenizer_encode(m->tok, text ? text : "", m->cfg.context_length, truncate, ids,
-                               err) < 0
-               ? -1
-               : 0;
+    return model_encode(m, text ? text : "", truncate, ids, err) < 0 ? -1 : 0;
 }
 
 int ml_embed(ml_model *m, const ml_image *img, const char *text, int truncate, float *out,
@@ -153,7 +175,7 @@ static const float *text_embedding(ml_model *m, const char *text, int truncate, 
                                    ml_error *err) {
     if (!text || !*text) return m->empty_text_emb;
     int32_t ids[ML_MAX_SEQ];
-    if (ml_tokenizer_encode(m->tok, text, m->cfg.context_length, truncate, ids, err) < 0)
+    if (model_encode(m, text, truncate, ids, err) < 0)
         return NULL;
     return ml_text_forward(m, ids, buf, err) == 0 ? buf : NULL;
 }

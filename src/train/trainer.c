@@ -26,6 +26,7 @@
 #include "core/fileio.h"
 #include "io/native.h"
 #include "io/tokenizer.h"
+#include "io/vocab.h"
 #include "train/ckpt.h"
 #include "train/data.h"
 #include "train/init.h"
@@ -96,13 +97,19 @@ static void warn_cb(void *ctx, const char *msg) {
     if (T->rank == 0) fprintf(stderr, "magiclens train: warning: %s\n", msg);
 }
 
+/* The vocabulary in io/vocab.h's order: --vocab, $MAGICLENS_VOCAB, the copy
+ * in the init model file, models/ of the repository, ../shared/assets/. */
 static int read_vocab(trainer *T, const ml_tensor_set *ts, ml_error *err) {
-    const char *path = T->o->vocab && *T->o->vocab ? T->o->vocab : getenv("MAGICLENS_VOCAB");
-    if (path && *path) {
+    const char *path = ml_vocab_user_path(T->o->vocab);
+    const ml_tensor *v = path ? NULL : ml_tensor_set_find(ts, ML_NATIVE_VOCAB_NAME);
+    char found[4096];
+    if (!path && !v && ml_vocab_search_files(found, sizeof found) == 0) path = found;
+    if (path) {
         if (ml_read_all(path, 64u << 20, &T->vocab, &T->vocab_len, err) != 0) return -1;
     } else {
-        const ml_tensor *v = ml_tensor_set_find(ts, ML_NATIVE_VOCAB_NAME);
-        if (!v) return ml_fail(err, "no CLIP vocabulary: pass --vocab or set MAGICLENS_VOCAB");
+        if (!v)
+            return ml_fail(err, "no CLIP vocabulary found (%s); scripts/download-model.sh "
+                                "fetches it into models/", ML_VOCAB_ORDER);
         if (!(T->vocab = malloc(v->nbytes))) return ml_fail(err, "out of memory");
         memcpy(T->vocab, v->data, v->nbytes);
         T->vocab_len = v->nbytes;

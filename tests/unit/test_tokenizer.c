@@ -216,8 +216,8 @@ static void test_bad_vocab(const char *vocab_path) {
 }
 
 int main(void) {
-    const char *vocab = getenv("MAGICLENS_VOCAB");
-    if (!vocab) vocab = "../shared/assets/bpe_simple_vocab_16e6.txt.gz";
+    char vb[4096]; /* the lookup every command uses: $MAGICLENS_VOCAB, models/, ../shared */
+    const char *vocab = ml_vocab_find(NULL, vb, sizeof vb) == 0 ? vb : "models/bpe_simple_vocab_16e6.txt.gz";
     ml_error err = {{0}};
     double t0 = now_ms();
     ml_tokenizer *t = ml_tokenizer_load(vocab, &err);

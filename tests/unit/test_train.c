@@ -244,8 +244,8 @@ static int fixture_init(fixture *f, const char *dir) {
         fprintf(stderr, "%s\n", err.msg);
         return -1;
     }
-    const char *vocab = getenv("MAGICLENS_VOCAB");
-    if (!vocab) vocab = check_shared("assets/bpe_simple_vocab_16e6.txt.gz", vb, sizeof vb);
+    /* the lookup every command uses: $MAGICLENS_VOCAB, models/, ../shared */
+    const char *vocab = ml_vocab_find(NULL, vb, sizeof vb) == 0 ? vb : NULL;
     f->m = ml_model_load(path, vocab, &err);
     unlink(path);
     if (!f->m || ml_tmodel_init(&f->tm, &f->ts, &err) != 0) {
