@@ -12,9 +12,9 @@
 #include "core/error.h"
 #include "core/fileio.h"
 #include "io/native.h"
+#include "io/vocab.h"
 #include "train/export_flax.h"
 #include "train/init.h"
-#include "io/vocab.h"
 
 static int need(const char *v, const char *what) {
     if (v) return 0;
