@@ -17,6 +17,9 @@
 extern PyObject *mlpy_Error;
 extern PyTypeObject mlpy_ModelType, mlpy_IndexType;
 
+/* A library message as Python users read it: the CLI's "--truncate" advice
+ * becomes "truncate=True".  Returns buf. */
+const char *mlpy_msg(const char *msg, char *buf, size_t cap);
 /* Raises magiclens.Error with `err`'s message (prefixed when `what` is set). */
 PyObject *mlpy_raise(const char *what, const ml_error *err);
 

@@ -122,8 +122,10 @@ static char *format_error(const mlpy_input *in, Py_ssize_t i, const char *msg) {
     return s;
 }
 
-static void set_error(embed_run *r, Py_ssize_t i, const char *msg, int with_input) {
+static void set_error(embed_run *r, Py_ssize_t i, const char *raw, int with_input) {
+    char msg[700];
     if (r->errors[i]) return;
+    mlpy_msg(raw, msg, sizeof msg);
     if (with_input) {
         r->errors[i] = format_error(&r->ins->items[i], i, msg);
     } else {
@@ -351,12 +353,14 @@ static PyObject *Model_embed_text(mlpy_Model *self, PyObject *args) {
         Py_END_ALLOW_THREADS
         if (rc != 0) {
             nan_row(out + (size_t)i * D, D);
+            char msg[700];
+            mlpy_msg(e.msg, msg, sizeof msg);
             if (!nan_mode) {
-                PyErr_Format(mlpy_Error, "item %zd: %s", i, e.msg);
+                PyErr_Format(mlpy_Error, "item %zd: %s", i, msg);
                 Py_CLEAR(result);
                 break;
             }
-            PyObject *t = Py_BuildValue("(ns)", i, e.msg);
+            PyObject *t = Py_BuildValue("(ns)", i, msg);
             if (!t || PyList_Append(result, t) != 0) Py_CLEAR(result);
             Py_XDECREF(t);
         }
@@ -394,7 +398,8 @@ static PyObject *Model_tokenize(mlpy_Model *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&outv);
     PyMem_Free((void *)texts);
-    if (bad >= 0) return PyErr_Format(mlpy_Error, "item %zd: %s", bad, e.msg);
+    char msg[700];
+    if (bad >= 0) return PyErr_Format(mlpy_Error, "item %zd: %s", bad, mlpy_msg(e.msg, msg, sizeof msg));
     Py_RETURN_NONE;
 }
 

@@ -3,6 +3,7 @@
  * Model and Index types share. */
 #include "ext.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,9 +17,18 @@
 
 PyObject *mlpy_Error;
 
+const char *mlpy_msg(const char *msg, char *buf, size_t cap) {
+    const char *hit = strstr(msg, "--truncate");
+    if (!hit) snprintf(buf, cap, "%s", msg);
+    else snprintf(buf, cap, "%.*struncate=True%s", (int)(hit - msg), msg, hit + 10);
+    return buf;
+}
+
 PyObject *mlpy_raise(const char *what, const ml_error *err) {
-    if (what && *what) PyErr_Format(mlpy_Error, "%s: %s", what, err->msg);
-    else PyErr_SetString(mlpy_Error, err->msg);
+    char buf[700];
+    mlpy_msg(err->msg, buf, sizeof buf);
+    if (what && *what) PyErr_Format(mlpy_Error, "%s: %s", what, buf);
+    else PyErr_SetString(mlpy_Error, buf);
     return NULL;
 }
 
