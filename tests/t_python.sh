@@ -7,7 +7,7 @@
 # `magiclens search --json`, errors, concurrency, Ctrl-C and RSS.
 set -euo pipefail
 PY=/usr/bin/python3
-ML="$BUILD/magiclens"
+case "$BUILD" in /*) ML="$BUILD/magiclens" ;; *) ML="$ML_ROOT/$BUILD/magiclens" ;; esac
 T="$ML_TMP/python"
 rm -rf "$T"; mkdir -p "$T"
 
@@ -47,4 +47,4 @@ $PY tests/reference/make_checkpoint.py --size tiny64 --seed 3 --dtype bfloat16 -
 
 # Run from outside the tree: the installed package, not python/.
 cd "$T"
-timeout 600 "$T/venv/bin/python" "$ML_ROOT/tests/python/test_magiclens.py" "$T" "$ML_ROOT/$ML" "$ML_ROOT"
+timeout 600 "$T/venv/bin/python" "$ML_ROOT/tests/python/test_magiclens.py" "$T" "$ML" "$ML_ROOT"
