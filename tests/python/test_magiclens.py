@@ -9,6 +9,7 @@ must give the same bits), the float64 PyTorch reference (parity bounds),
 or values computed here.  Prints "ok  <check>" lines; the first failure
 prints "FAIL <check>: why" and exits 1.
 """
+import ctypes
 import faulthandler
 import gc
 import json
@@ -68,8 +69,8 @@ def write_items(path, imgs, txts):
             f.write(json.dumps({"id": i, "image": im, "text": t}) + "\n")
 
 
-def cli_embed(model, items, out, batch=8, extra=()):
-    subprocess.run([ML, "embed", "--precision", "fp32", "--model", model, "--input", items,
+def cli_embed(model, items, out, batch=8, extra=(), precision="fp32"):
+    subprocess.run([ML, "embed", "--precision", precision, "--model", model, "--input", items,
                     "--output", out, "--batch", str(batch), "--quiet"] + list(extra),
                    capture_output=True)
     return np.load(out)
@@ -94,8 +95,12 @@ def test_embed_parity():
                  p("items.jsonl"), "--output", ref, "--clip-out", p(name + ".clip.npy")])
             out = run([PY, os.path.join(REF, "compare_npy.py"), p("py.npy"), ref])
             print("    %s vs float64 reference: %s" % (name, out.strip().splitlines()[-1]))
-    print("ok  embed == magiclens embed bit for bit (2 models, .mlens, batch 8 and 3), "
-          "and within the parity bounds of the float64 reference")
+    for prec in ("bf16", "int8", "auto"):
+        got = magiclens.Model(p("a.pkl"), precision=prec).embed(images, texts=texts)
+        want = cli_embed(p("a.pkl"), p("items.jsonl"), p("cli.npy"), precision=prec)
+        check(np.array_equal(got, want), "embed precision=%s differs from the CLI's" % prec)
+    print("ok  embed == magiclens embed bit for bit (2 models, .mlens, batch 8 and 3, fp32 / "
+          "bf16 / int8 / auto), and fp32 within the parity bounds of the float64 reference")
 
 
 def test_clip_towers():
@@ -434,6 +439,21 @@ def rss_kb():
     return 0
 
 
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                               "usmblks", "fsmblks", "uordblks", "fordblks",
+                                               "keepcost")]
+
+
+def heap_in_use():
+    """Bytes malloc has handed out and not got back (every arena, and the
+    mmap'd blocks): exact, unlike RSS, which moves with the allocator's caches."""
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = _Mallinfo2
+    mi = libc.mallinfo2()
+    return mi.uordblks + mi.hblkhd
+
+
 def test_leaks():
     m = magiclens.Model(p("a.pkl"), precision="fp32")
     data = open(images[0], "rb").read()
@@ -452,23 +472,27 @@ def test_leaks():
         if i % 10 == 0:
             ix.search(model=m, image=arr, text="red", k=5)
 
-    for i in range(100):  # warm up: allocator pools, caches
+    for i in range(300):  # warm up: allocator pools, thread arenas, caches
         one_round(i)
-    # RSS catches C allocations that are never freed (an error message is
-    # ~1 KiB a round); tracemalloc catches Python objects that are never
-    # released (a missed reference: ~100 bytes a round).
+    # RSS must stay flat; malloc's own count of the bytes in use catches a C
+    # leak exactly (an error message is ~1 KiB a round), tracemalloc a Python
+    # object never released (a missed reference: ~100 bytes a round).
     gc.collect()
     tracemalloc.start()
-    before, py_before = rss_kb(), tracemalloc.get_traced_memory()[0]
+    before, heap_before = rss_kb(), heap_in_use()
+    py_before = tracemalloc.get_traced_memory()[0]
     for i in range(1000):
         one_round(i)
     gc.collect()
-    grown, py_grown = rss_kb() - before, tracemalloc.get_traced_memory()[0] - py_before
+    py_grown = tracemalloc.get_traced_memory()[0] - py_before
     tracemalloc.stop()
-    check(grown < 512, "RSS grew by %d KiB over 1000 rounds" % grown)
+    grown, heap_grown = rss_kb() - before, heap_in_use() - heap_before
+    check(heap_grown < 65536, "malloc'd bytes in use grew by %d over 1000 rounds" % heap_grown)
     check(py_grown < 16384, "Python objects grew by %d bytes over 1000 rounds" % py_grown)
+    check(grown < 2048, "RSS grew by %d KiB over 1000 rounds" % grown)
     print("ok  1000 rounds of embed (3 input kinds, over-long text, a failing item) + 100 "
-          "searches: RSS grew %d KiB, Python objects %d bytes" % (grown, py_grown))
+          "searches: RSS %+d KiB, heap in use %+d bytes, Python objects %+d bytes"
+          % (grown, heap_grown, py_grown))
 
 
 # ---- vocabulary lookup -------------------------------------------------------------------
