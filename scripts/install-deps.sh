@@ -11,6 +11,8 @@ BUILD_PKGS="build-essential clang pkg-config libjpeg62-turbo-dev libpng-dev libw
 # Test tools: the PyTorch reference and the fixture generators.
 TEST_PKGS="python3 python3-numpy python3-torch python3-msgpack python3-pil python3-regex valgrind
  chromium nodejs"
+# The Python package (setup.py; tests/t_python.sh installs it into a venv, offline).
+TEST_PKGS="$TEST_PKGS python3-dev python3-setuptools python3-wheel python3-venv python3-pip"
 # Benchmarks only (`scripts/install-deps.sh --bench`): FAISS for bench/bench_faiss.cpp.
 # wrk drives the server load run (bench/load_serve.sh); python3-onnx writes the
 # ONNX models of bench/vs_onnxruntime.sh (which installs onnxruntime-node from npm).
