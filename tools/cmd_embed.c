@@ -6,7 +6,6 @@
  *   magiclens embed --model M --image X.jpg [--text T]
  */
 #include <errno.h>
-#include <getopt.h>
 #include <jansson.h>
 #include <libgen.h>
 #include <math.h>
@@ -15,18 +14,11 @@
 #include <string.h>
 
 #include "cli.h"
-#include "core/dist.h"
 #include "core/error.h"
 #include "core/progress.h"
-#include "core/threads.h"
-#include "io/native.h"
 #include "io/npy.h"
-#include "io/tokenizer.h"
-#include "kernels/cpu.h"
-#include "kernels/precision.h"
 #include "magiclens.h"
 #include "model/loader.h"
-#include "model/model.h"
 
 /* ---- embed ------------------------------------------------------------ */
 
