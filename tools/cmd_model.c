@@ -6,29 +6,22 @@
  *   magiclens vocab [--vocab V]
  *   magiclens info --model M
  */
-#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
-#include <libgen.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
-#include "core/dist.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "core/threads.h"
 #include "io/native.h"
-#include "io/npy.h"
 #include "io/tokenizer.h"
 #include "io/vocab.h"
 #include "kernels/cpu.h"
-#include "kernels/precision.h"
 #include "magiclens.h"
-#include "model/loader.h"
 #include "model/model.h"
 
 /* ---- convert / tokenize / info ----------------------------------------- */
