@@ -45,7 +45,8 @@ typedef struct ml_config {
 typedef enum ml_precision_choice {
     ML_PRECISION_AUTO = -1, /* fastest that meets the accuracy bounds on this CPU */
     ML_PRECISION_FP32 = 0,  /* weights used in place from the file */
-    ML_PRECISION_BF16 = 1,  /* bf16 weights and activations, fp32 accumulation */
+    ML_PRECISION_BF16 = 1,  /* bf16 weights; bf16 activations where the CPU has bf16 dot
+                             * products (else float32 ones); fp32 accumulation */
     ML_PRECISION_INT8 = 2,  /* int8 weights (per-channel scales) and activations */
 } ml_precision_choice;
 

@@ -48,6 +48,8 @@ if echo " $isas " | grep -q " avx2 "; then
         MAGICLENS_AVXVNNI=0 MAGICLENS_ISA=avx2 "$ML" cpu | grep -q '"int8": "avx2-u8s8"'
     fi
     for isa in $isas; do
+        # auto names its choice and why; off bf16 hardware it is fp32 (int8's bound is below auto's)
+        MAGICLENS_ISA=$isa "$ML" cpu | $PY -c "import json,sys; c=json.load(sys.stdin); assert c['precision_auto_why'].startswith(c['precision_auto'] + ':'), c; assert c['precision_auto'] != 'int8', c"
         [ "$isa" = scalar ] && continue
         if MAGICLENS_ISA=$isa "$ML" cpu | grep -q '"[a-z0-9]*": "scalar-'; then
             echo "$isa: a precision runs the scalar kernels: $(MAGICLENS_ISA=$isa "$ML" cpu)"; exit 1

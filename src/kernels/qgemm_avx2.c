@@ -10,8 +10,8 @@
  * exact.  Here the activation is re-centred to s8, a' = a - 128 in
  * [-128, 127] (the packer writes a' and |a'|): vpmaddubsw gets |a'| (<= 128,
  * as u8) and the weight with a''s sign (vpsignb; |w| <= 127, so the negation
- * is exact), and a pair is at most
- * 2 * 128 * 127 = 32512 < 32767: never saturated.  vpmaddwd with ones then
+ * is exact), and a pair is at most 2 * 128 * 127 = 32512 < 32767: never
+ * saturated.  vpmaddwd with ones then
  * sums pairs into int32, and the epilogue adds back 128 * colsum, so the
  * integers are exactly those of vpdpbusd / AMX (identical floats).
  *
@@ -25,14 +25,17 @@
 #include <math.h>
 #include <string.h>
 
-#define QG_Y_MR 3 /* 6 accumulators + 2 weights + ones + the 2 A planes + temporaries (4 rows spilled) */
+/* 3 rows: 6 accumulators + 2 weights + ones + the 2 A planes + temporaries
+ * (with 4 rows gcc 12 kept two accumulators on the stack) */
+#define QG_Y_MR 3
 #define QG_Y_NAME qg_avx2_int8
 /* The packer (qg_avx2_pack_u8, split) writes a' = a - 128 and |a'| as two
  * planes, so that the dot is 4 operations a 32-byte weight vector: */
 #define QG_Y_SPLIT 1
-#define QG_Y_DOT(acc, a, m, w)                                                                \
-    _mm256_add_epi32((acc), _mm256_madd_epi16(_mm256_maddubs_epi16((m), _mm256_sign_epi8((w), (a))), \
-                                              _mm256_set1_epi16(1)))
+#define QG_Y_DOT(acc, a, m, w)                                                          \
+    _mm256_add_epi32((acc), _mm256_madd_epi16(                                          \
+                                _mm256_maddubs_epi16((m), _mm256_sign_epi8((w), (a))), \
+                                _mm256_set1_epi16(1)))
 #include "kernels/qgemm_avx2_tmpl.h"
 
 /* ---- int8 activations ---- */
