@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD="${1:-build}"; SECS="${2:-30}"; CONNS="${3:-32}"
-export MAGICLENS_VOCAB="${MAGICLENS_VOCAB:-$PWD/../shared/assets/bpe_simple_vocab_16e6.txt.gz}"
+# the lookup every command uses (`magiclens vocab`: $MAGICLENS_VOCAB, models/, ../shared/assets/)
+export MAGICLENS_VOCAB="${MAGICLENS_VOCAB:-$("$BUILD/magiclens" vocab)}"
 command -v wrk > /dev/null || { echo "load_serve: wrk is missing (scripts/install-deps.sh --bench)"; exit 1; }
 T="${LOAD_TMP:-/tmp/magiclens-load}"
 mkdir -p "$T"

@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 TH="${1:-$(nproc)}"
 W="${BENCH_DIR:-/tmp/magiclens-train-bench}"
 PY=/usr/bin/python3
-export MAGICLENS_VOCAB="${MAGICLENS_VOCAB:-$PWD/../shared/assets/bpe_simple_vocab_16e6.txt.gz}"
+# the lookup every command uses (`magiclens vocab`: $MAGICLENS_VOCAB, models/, ../shared/assets/)
+export MAGICLENS_VOCAB="${MAGICLENS_VOCAB:-$(build/magiclens vocab)}"
 mkdir -p "$W"
 [ -f "$W/base.pkl" ] || $PY tests/reference/make_checkpoint.py --size base --seed 5 --out "$W/base.pkl" > /dev/null
 [ -f "$W/d/train.jsonl" ] || $PY tests/reference/make_shapes.py "$W/d" --train 64 --heldout 1 --size 224 > /dev/null

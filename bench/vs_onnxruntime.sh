@@ -51,7 +51,8 @@ mkdir -p "$OUT/logs"
 OUT=$(cd "$OUT" && pwd)
 PY=/usr/bin/python3
 BIN=${MAGICLENS_BIN:-build/magiclens}
-VOCAB=${MAGICLENS_VOCAB:-../shared/assets/bpe_simple_vocab_16e6.txt.gz}
+# the lookup every command uses (`magiclens vocab`: $MAGICLENS_VOCAB, models/, ../shared/assets/)
+VOCAB=${MAGICLENS_VOCAB:-$("$BIN" vocab)}
 ORT_VERSION=1.30.0
 ORT_DIR=$ROOT/bench/.ort
 RES=$OUT/results.jsonl

@@ -12,7 +12,7 @@
 #
 # Writes DIR/table.md (also printed), DIR/results.jsonl (every raw number) and
 # DIR/logs/.  See bench/README.md.  Environment: MAGICLENS_BIN (default
-# build/magiclens), MAGICLENS_VOCAB (default ../shared/assets/bpe_simple_vocab_16e6.txt.gz),
+# build/magiclens), MAGICLENS_VOCAB (default: what `magiclens vocab` finds),
 # MAGICLENS_BENCH_CACHE (where a private OpenBLAS is unpacked when none is installed).
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,7 +41,8 @@ mkdir -p "$OUT/logs"
 OUT=$(cd "$OUT" && pwd)
 PY=/usr/bin/python3
 BIN=${MAGICLENS_BIN:-build/magiclens}
-VOCAB=${MAGICLENS_VOCAB:-../shared/assets/bpe_simple_vocab_16e6.txt.gz}
+# the lookup every command uses (`magiclens vocab`: $MAGICLENS_VOCAB, models/, ../shared/assets/)
+VOCAB=${MAGICLENS_VOCAB:-$("$BIN" vocab)}
 REP="$PY bench/vs_report.py"
 RES=$OUT/results.jsonl
 : > "$RES"
