@@ -617,7 +617,7 @@ static int cmd_bench(int argc, char **argv) {
 /* Prints what this machine supports, for scripts and bug reports. */
 static int cmd_cpu(void) {
     printf("{\"isa_active\": \"%s\", \"isa_supported\": [", ml_isa_name(ml_isa_active()));
-    for (int i = ML_ISA_SCALAR, n = 0; i <= ML_ISA_AMX; i++)
+    for (int i = ML_ISA_SCALAR, n = 0; i < ML_ISA_COUNT; i++)
         if (ml_isa_supported((ml_isa)i)) printf(n++ ? ", \"%s\"" : "\"%s\"", ml_isa_name((ml_isa)i));
     printf("], \"avx512_bf16\": %s, \"avx512_vnni\": %s, \"precision_auto\": \"%s\", "
            "\"threads\": %d}\n",

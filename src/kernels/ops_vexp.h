@@ -38,10 +38,17 @@ ML_INLINE vf vrcp_nr(vf d) {
     vf r = _mm512_rcp14_ps(d);
     return vmul(r, _mm512_fnmadd_ps(d, r, vset1(2.0f)));
 }
-#else
+#elif defined(ML_SIMD_AVX2)
 ML_INLINE vf vrcp_nr(vf d) {
     vf r = _mm256_rcp_ps(d);
     return vmul(r, _mm256_fnmadd_ps(d, r, vset1(2.0f)));
+}
+#else
+/* NEON: the estimate has 8 bits, so two Newton steps (vrecps = 2 - d r). */
+ML_INLINE vf vrcp_nr(vf d) {
+    vf r = vrecpeq_f32(d);
+    r = vmulq_f32(r, vrecpsq_f32(d, r));
+    return vmulq_f32(r, vrecpsq_f32(d, r));
 }
 #endif
 

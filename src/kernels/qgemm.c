@@ -81,6 +81,11 @@ static qg_kernel choose_kernel(ml_precision prec, ml_isa isa) {
     if (isa == ML_ISA_AVX512 && (prec == ML_PREC_BF16 ? ml_cpu_has_avx512_bf16()
                                                  : ml_cpu_has_avx512_vnni()))
         return QG_AVX512;
+#elif defined(__aarch64__)
+    if (prec == ML_PREC_BF16) return isa == ML_ISA_NEON_BF16 ? QG_BFMMLA : isa >= ML_ISA_NEON ? QG_NEON : QG_REF;
+    if (isa >= ML_ISA_I8MM) return QG_I8MM;
+    if (isa == ML_ISA_DOTPROD) return QG_DOTPROD;
+    if (isa == ML_ISA_NEON) return QG_NEON;
 #else
     (void)prec, (void)isa;
 #endif
@@ -106,7 +111,8 @@ ml_packed *ml_pack_weights(const float *B, int K, int N, ml_precision prec, ml_i
     p->prec = prec, p->isa = isa, p->K = K, p->N = N;
     p->kernel = prec == ML_PREC_FP32 ? QG_REF : choose_kernel(prec, isa);
     /* AVX-512 activation packers: the bf16 one needs vcvtne2ps2bf16 */
-    p->simd_a = p->kernel != QG_REF && (prec == ML_PREC_INT8 || ml_cpu_has_avx512_bf16());
+    p->simd_a = (p->kernel == QG_AVX512 || p->kernel == QG_AMX) &&
+                (prec == ML_PREC_INT8 || ml_cpu_has_avx512_bf16());
     p->panels = (N + QG_NR - 1) / QG_NR;
     p->Kp = round_up(K > 0 ? K : 1, prec == ML_PREC_INT8 ? 64 : 32);
     size_t cols = (size_t)p->panels * QG_NR;
@@ -284,6 +290,15 @@ static qg_kernel_fn kernel_fn(const ml_packed *B) {
     int bf = B->prec == ML_PREC_BF16;
 #if defined(__x86_64__)
     if (B->kernel == QG_AVX512) return bf ? qg_avx512_bf16 : qg_avx512_int8;
+#endif
+#if defined(__aarch64__)
+    switch (B->kernel) {
+    case QG_NEON: return bf ? qg_neon_bf16 : qg_neon_int8;
+    case QG_DOTPROD: return qg_dotprod_int8;
+    case QG_I8MM: return qg_i8mm_int8;
+    case QG_BFMMLA: return qg_bf16mm_bf16;
+    default: break;
+    }
 #endif
     return bf ? qg_ref_bf16 : qg_ref_int8;
 }

@@ -34,7 +34,16 @@
                                   * doubled K=3072 AMX speed vs 384 KB */
 #define QG_MPAD 32 /* packed activation rows are a multiple of this */
 
-typedef enum qg_kernel { QG_REF = 0, QG_AVX512 = 1, QG_AMX = 2 } qg_kernel;
+typedef enum qg_kernel {
+    QG_REF = 0,
+    QG_AVX512 = 1,
+    QG_AMX = 2,
+    /* aarch64 (qgemm_neon.c, qgemm_dotprod.c, qgemm_i8mm.c, qgemm_bf16.c) */
+    QG_NEON = 3,    /* int8 / bf16 by widening (baseline Advanced SIMD) */
+    QG_DOTPROD = 4, /* int8 on SDOT */
+    QG_I8MM = 5,    /* int8 on USMMLA */
+    QG_BFMMLA = 6,  /* bf16 on BFMMLA */
+} qg_kernel;
 
 struct ml_packed {
     ml_precision prec;
@@ -95,6 +104,13 @@ void qg_ref_bf16(const qg_job *j, int i0, int i1, int p0, int p1);
 void qg_ref_int8(const qg_job *j, int i0, int i1, int p0, int p1);
 void qg_avx512_bf16(const qg_job *j, int i0, int i1, int p0, int p1);
 void qg_avx512_int8(const qg_job *j, int i0, int i1, int p0, int p1);
+#if defined(__aarch64__) /* rows i0..i1 in blocks of 4 (packed rows are zero to Mp) */
+void qg_neon_int8(const qg_job *j, int i0, int i1, int p0, int p1);
+void qg_neon_bf16(const qg_job *j, int i0, int i1, int p0, int p1);
+void qg_dotprod_int8(const qg_job *j, int i0, int i1, int p0, int p1);
+void qg_i8mm_int8(const qg_job *j, int i0, int i1, int p0, int p1);
+void qg_bf16mm_bf16(const qg_job *j, int i0, int i1, int p0, int p1);
+#endif
 
 /* AMX: one task over all local rows of j->A (packed lazily by pack, or
  * read in place when j->a_ld != 0 and pack is NULL) and panels [p0, p1) in

@@ -44,7 +44,7 @@ static int compute_empty_text(ml_model *m, ml_error *err) {
 int ml_precision_auto(void) {
     /* bf16 on CPUs with native bf16 dot products; fp32 elsewhere, where
      * emulating bf16 would be slower than fp32. */
-    if (ml_isa_active() >= ML_ISA_AVX512 && (ml_isa_active() == ML_ISA_AMX || ml_cpu_has_avx512_bf16()))
+    if (ml_isa_active() == ML_ISA_AMX || (ml_isa_active() == ML_ISA_AVX512 && ml_cpu_has_avx512_bf16()))
         return ML_PRECISION_BF16;
     return ML_PRECISION_FP32;
 }
@@ -62,8 +62,8 @@ static int check_forced_isa(ml_error *err) {
     if (!env || !*env) return 0;
     int isa = ml_isa_parse(env);
     if (isa < 0)
-        return ml_fail(err, "MAGICLENS_ISA=%s: unknown instruction set (use scalar, avx2, avx512 "
-                            "or amx)", env);
+        return ml_fail(err, "MAGICLENS_ISA=%s: unknown instruction set (use scalar, avx2, avx512, "
+                            "amx, or on ARM64 neon, dotprod, i8mm, bf16)", env);
     if (!ml_isa_supported((ml_isa)isa))
         return ml_fail(err, "MAGICLENS_ISA=%s: this CPU (or the OS) cannot run it; `magiclens "
                             "cpu` lists the supported ones", env);
