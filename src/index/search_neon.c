@@ -13,14 +13,15 @@
 
 #include "index/search_arm.h"
 
-#define QN 4 /* queries per tile */
+#define QF 4 /* queries per f32 / f16 tile */
+#define QN 4 /* queries per int8 tile */
 
 /* f16 == 1: the panel holds halves. */
 static inline __attribute__((always_inline)) void fp_tile(const void *pan, const int f16, int d,
                                                           const float *const *x, const int qm,
                                                           const float *thr, float *out,
                                                           uint16_t *mask) {
-    float32x4_t acc[QN][4];
+    float32x4_t acc[QF][4];
     for (int r = 0; r < qm; r++)
         for (int q = 0; q < 4; q++) acc[r][q] = vdupq_n_f32(0.0f);
     for (int k = 0; k < d; k++) {
@@ -40,33 +41,7 @@ static inline __attribute__((always_inline)) void fp_tile(const void *pan, const
     for (int r = 0; r < qm; r++) sk_arm_emit(acc[r], thr[r], out + r * SK_BLOCK, mask + r * SK_BLOCK_PANELS);
 }
 
-static void fp_block(const void *panels, int f16, int d, const sk_queries *q, int q0, int nq,
-                     const float *thr, float *out, uint16_t *mask) {
-    size_t ps = (size_t)d * SK_PANEL * (f16 ? 2 : 4);
-    for (int p = 0; p < SK_BLOCK_PANELS; p++) {
-        const void *pan = (const uint8_t *)panels + p * ps;
-        for (int i = 0; i < nq; i += QN) {
-            const float *x[QN];
-            int qm = nq - i < QN ? nq - i : QN;
-            for (int r = 0; r < qm; r++) x[r] = q->f + (size_t)(q0 + i + r) * q->ldq;
-            float *o = out + i * SK_BLOCK + p * SK_PANEL;
-            uint16_t *m = mask + i * SK_BLOCK_PANELS + p;
-            /* constant (f16, qm) pairs: each becomes its own unrolled loop */
-            if (f16) switch (qm) {
-                case 1: fp_tile(pan, 1, d, x, 1, thr + i, o, m); break;
-                case 2: fp_tile(pan, 1, d, x, 2, thr + i, o, m); break;
-                case 3: fp_tile(pan, 1, d, x, 3, thr + i, o, m); break;
-                default: fp_tile(pan, 1, d, x, 4, thr + i, o, m); break;
-                }
-            else switch (qm) {
-                case 1: fp_tile(pan, 0, d, x, 1, thr + i, o, m); break;
-                case 2: fp_tile(pan, 0, d, x, 2, thr + i, o, m); break;
-                case 3: fp_tile(pan, 0, d, x, 3, thr + i, o, m); break;
-                default: fp_tile(pan, 0, d, x, 4, thr + i, o, m); break;
-                }
-        }
-    }
-}
+#include "index/search_fp_block.h"
 
 void sk_neon_f32(const float *panels, int d, const sk_queries *q, int q0, int nq, const float *thr,
                  float *out, uint16_t *mask) {
