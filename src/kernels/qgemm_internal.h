@@ -18,8 +18,9 @@
  * scale (max - min) / 255 over the row with 0 included), so ReLU/GELU-like
  * rows keep all 8 bits.  Then
  *     C[i,n] = sa[i] * sw[n] * (sum_k qa[i,k] * qw[k,n] - z[i] * colsum[n]).
- * The u8 x s8 dot is what both VNNI (vpdpbusd) and AMX (tdpbusd) compute, so
- * all kernels produce the same integers. */
+ * The u8 x s8 dot is what both VNNI (vpdpbusd) and AMX (tdpbusd) compute, and
+ * aarch64's USMMLA (SDOT after a -128 shift, qgemm_dotprod.c), so all
+ * kernels produce the same integers. */
 #ifndef ML_KERNELS_QGEMM_INTERNAL_H
 #define ML_KERNELS_QGEMM_INTERNAL_H
 
