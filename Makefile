@@ -2,6 +2,15 @@
 # Sources are found by wildcard: a new .c file under src/ joins the library,
 # a tests/unit/test_*.c file becomes a unit-test binary.
 
+# ARM64 cross-build (docs/arm64.md): `make ARCH=aarch64` builds everything
+# into build-aarch64/ with Debian's aarch64-linux-gnu-gcc against the
+# multiarch :arm64 libraries (scripts/install-deps.sh --aarch64).
+ifeq ($(ARCH),aarch64)
+CC       = aarch64-linux-gnu-gcc
+BUILD   ?= build-aarch64
+PKG_CONFIG ?= PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig pkg-config
+endif
+PKG_CONFIG ?= pkg-config
 BUILD   ?= build
 CC      ?= cc
 OPT     ?= -O2
@@ -12,17 +21,17 @@ CPPFLAGS = -Iinclude -Isrc -D_GNU_SOURCE
 ALLFLAGS = -std=c11 $(WARN) $(CFLAGS) $(SAN) -pthread -fPIC
 # MPI (OpenMPI) is optional at build time: without it `mpirun -n K` support
 # is compiled out and every command runs as one process.
-MPI_PKG := $(shell pkg-config --exists ompi-c 2>/dev/null && echo ompi-c)
+MPI_PKG := $(shell $(PKG_CONFIG) --exists ompi-c 2>/dev/null && echo ompi-c)
 PKGS     = libpng libwebp libutf8proc zlib jansson libxxhash libarchive libmicrohttpd libcurl libxml-2.0 libbrotlidec msgpack $(MPI_PKG)
-LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lpng16 -lwebp -lutf8proc -lz -ljansson -lxxhash -larchive -lmicrohttpd -lcurl -lxml2 -lbrotlidec -lmsgpackc) -ljpeg -lgif -lm
-PKGCFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(if $(MPI_PKG),-DML_HAVE_MPI)
+LDLIBS   = $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null || echo -lpng16 -lwebp -lutf8proc -lz -ljansson -lxxhash -larchive -lmicrohttpd -lcurl -lxml2 -lbrotlidec -lmsgpackc) -ljpeg -lgif -lm
+PKGCFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null) $(if $(MPI_PKG),-DML_HAVE_MPI)
 
 LIB_SRC  = $(sort $(shell find src -name '*.c'))
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_SRC = $(sort $(wildcard tests/unit/test_*.c))
 TEST_BIN = $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all lib test test-asan run clean deps fuzz bench bench-search bench-faiss check-arm64
+.PHONY: all lib test test-asan run clean deps fuzz bench bench-search bench-faiss check-arm64 test-aarch64
 all: $(BUILD)/magiclens $(TEST_BIN)
 
 lib: $(BUILD)/libmagiclens.a
@@ -60,12 +69,20 @@ $(BUILD)/obj/src/index/search_avx2.o: ALLFLAGS += -mavx2 -mfma -mf16c
 $(BUILD)/obj/src/index/search_avx512.o: ALLFLAGS += -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mavx2 -mfma -mf16c
 $(BUILD)/obj/src/index/search_amx.o: ALLFLAGS += $(QG_AVX512) -mamx-tile -mamx-int8
 endif
+# aarch64: Advanced SIMD is baseline (gemm/ops/preprocess/search _neon.c need
+# no flags); the files using the optional dotprod / i8mm / bf16 instructions
+# get them here and run only after cpu.c has seen them in AT_HWCAP(2).
+ifneq ($(filter aarch64%,$(shell $(CC) -dumpmachine)),)
+$(BUILD)/obj/src/kernels/qgemm_dotprod.o $(BUILD)/obj/src/index/search_dotprod.o: ALLFLAGS += -march=armv8.2-a+dotprod
+$(BUILD)/obj/src/kernels/qgemm_i8mm.o: ALLFLAGS += -march=armv8.2-a+dotprod+i8mm
+$(BUILD)/obj/src/kernels/qgemm_bf16.o: ALLFLAGS += -march=armv8.2-a+bf16
+endif
 $(BUILD)/obj/src/index/search.o: OPT = -O3
 $(BUILD)/obj/src/index/search_%.o: OPT = -O3
 
 # Image resampling (preprocess.c, portable) and its SIMD versions, chosen
 # at run time like the kernels above.
-ML_PRE_OBJ = $(addprefix $(BUILD)/obj/src/model/,preprocess.o preprocess_avx2.o preprocess_avx512.o)
+ML_PRE_OBJ = $(addprefix $(BUILD)/obj/src/model/,preprocess.o preprocess_avx2.o preprocess_avx512.o preprocess_neon.o)
 $(ML_PRE_OBJ): OPT = -O3
 ifneq ($(filter x86_64%,$(shell $(CC) -dumpmachine)),)
 $(BUILD)/obj/src/model/preprocess_avx2.o: ALLFLAGS += -mavx2 -mfma
@@ -140,7 +157,13 @@ run: deps
 check-arm64:
 	bash scripts/check-arm64.sh
 
+# Kernel unit tests and tiny-model parity tests of the aarch64 build under
+# qemu-aarch64, at each emulated CPU level (scripts/test-aarch64.sh).
+test-aarch64:
+	$(MAKE) all ARCH=aarch64
+	BUILD=build-aarch64 bash scripts/test-aarch64.sh
+
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-aarch64
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -18,6 +18,22 @@ TEST_PKGS="$TEST_PKGS python3-dev python3-setuptools python3-wheel python3-venv 
 # ONNX models of bench/vs_onnxruntime.sh (which installs onnxruntime-node from npm).
 BENCH_PKGS="libfaiss-dev libblas-dev liblapack-dev wrk python3-onnx"
 [ "${1:-}" = "--bench" ] && TEST_PKGS="$TEST_PKGS $BENCH_PKGS"
+# ARM64 cross-build and emulated tests (`scripts/install-deps.sh --aarch64`,
+# docs/arm64.md): the cross compiler, qemu-user, and the :arm64 builds of the
+# libraries (Debian multiarch).  Only this option adds the arm64 dpkg
+# architecture.  MPI is left out for arm64 (optional; the x86 OpenMPI
+# packages do not co-install with the arm64 ones).
+ARM64_LIBS="libjpeg62-turbo-dev libpng-dev libwebp-dev libgif-dev libutf8proc-dev zlib1g-dev
+ libjansson-dev libxxhash-dev libarchive-dev libmicrohttpd-dev libcurl4-openssl-dev libxml2-dev
+ libbrotli-dev libmsgpack-dev"
+if [ "${1:-}" = "--aarch64" ]; then
+    TEST_PKGS="$TEST_PKGS gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"
+    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+        echo "install-deps: dpkg --add-architecture arm64" >&2
+        $([ "$(id -u)" -eq 0 ] || echo sudo) dpkg --add-architecture arm64
+    fi
+    for p in $ARM64_LIBS; do TEST_PKGS="$TEST_PKGS $p:arm64"; done
+fi
 
 want=""
 for p in $BUILD_PKGS $TEST_PKGS; do

@@ -28,6 +28,8 @@ with open(f"{T}/queries.jsonl", "w") as f:
 PYEOF
 $PY tests/reference/ref_embed.py --model "$T/m.pkl" --input "$T/items.jsonl" --output "$T/ref.npy" > /dev/null 2>&1
 isas=$("$ML" cpu | $PY -c "import json,sys; print(' '.join(json.load(sys.stdin)['isa_supported']))")
+# ML_TEST_ISAS (scripts/test-aarch64.sh: which paths each emulated CPU runs) narrows the list.
+[ -n "${ML_TEST_ISAS:-}" ] && isas=$(for i in $isas; do case " $ML_TEST_ISAS " in *" $i "*) printf '%s ' "$i";; esac; done)
 echo "instruction sets: $isas"
 for isa in $isas; do
     for p in fp32 bf16 int8; do

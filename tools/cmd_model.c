@@ -250,7 +250,7 @@ int cmd_vocab(int argc, char **argv) {
 /* Prints what this machine supports, for scripts and bug reports. */
 int cmd_cpu(void) {
     printf("{\"isa_active\": \"%s\", \"isa_supported\": [", ml_isa_name(ml_isa_active()));
-    for (int i = ML_ISA_SCALAR, n = 0; i <= ML_ISA_AMX; i++)
+    for (int i = ML_ISA_SCALAR, n = 0; i < ML_ISA_COUNT; i++)
         if (ml_isa_supported((ml_isa)i)) printf(n++ ? ", \"%s\"" : "\"%s\"", ml_isa_name((ml_isa)i));
     ml_isa isa = ml_isa_active();
     printf("], \"avx512_bf16\": %s, \"avx512_vnni\": %s, \"avx_vnni\": %s, "

@@ -243,12 +243,20 @@ static const sk_kernels k_amx = {"amx", sk_avx512_f32, sk_avx512_f16, sk_amx_i8}
 /* AVX-512 without VNNI (Skylake-X): int8 through the AVX2 16-bit products. */
 static const sk_kernels k_avx512_novnni = {"avx512", sk_avx512_f32, sk_avx512_f16, sk_avx2_i8};
 #endif
+#if defined(__aarch64__) /* int8 on SDOT from the dotprod path up */
+static const sk_kernels k_neon = {"neon", sk_neon_f32, sk_neon_f16, sk_neon_i8};
+static const sk_kernels k_dotprod = {"dotprod", sk_neon_f32, sk_neon_f16, sk_dotprod_i8};
+#endif
 
 const sk_kernels *sk_kernels_for(ml_isa isa) {
 #if defined(__x86_64__)
     if (isa == ML_ISA_AMX && ml_cpu_has_avx512_vnni()) return &k_amx;
-    if (isa >= ML_ISA_AVX512) return ml_cpu_has_avx512_vnni() ? &k_avx512 : &k_avx512_novnni;
+    if (isa == ML_ISA_AVX512 || isa == ML_ISA_AMX) return ml_cpu_has_avx512_vnni() ? &k_avx512 : &k_avx512_novnni;
     if (isa == ML_ISA_AVX2) return &k_avx2;
+#endif
+#if defined(__aarch64__)
+    if (isa >= ML_ISA_DOTPROD && isa <= ML_ISA_NEON_BF16) return &k_dotprod;
+    if (isa == ML_ISA_NEON) return &k_neon;
 #endif
     (void)isa;
     return &k_scalar;

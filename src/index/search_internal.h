@@ -76,6 +76,16 @@ void sk_avx512_i8(const uint8_t *panels, const float *scale, int dp, const sk_qu
 void sk_amx_i8(const uint8_t *panels, const float *scale, int dp, const sk_queries *q, int q0,
                int nq, const float *thr, float *out, uint16_t *mask);
 #endif
+#if defined(__aarch64__) /* search_neon.c, search_dotprod.c */
+void sk_neon_f32(const float *panels, int d, const sk_queries *q, int q0, int nq, const float *thr,
+                 float *out, uint16_t *mask);
+void sk_neon_f16(const uint16_t *panels, int d, const sk_queries *q, int q0, int nq,
+                 const float *thr, float *out, uint16_t *mask);
+void sk_neon_i8(const uint8_t *panels, const float *scale, int dp, const sk_queries *q, int q0,
+                int nq, const float *thr, float *out, uint16_t *mask);
+void sk_dotprod_i8(const uint8_t *panels, const float *scale, int dp, const sk_queries *q, int q0,
+                   int nq, const float *thr, float *out, uint16_t *mask);
+#endif
 
 /* ---- element conversions (portable, bit-exact with F16C) ---- */
 uint16_t sk_f32_to_f16(float f);

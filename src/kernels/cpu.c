@@ -4,8 +4,10 @@
  * the register state the OS saves (a CPU may have AVX-512 while the kernel
  * does not context-switch the ZMM registers), and, for AMX, the Linux
  * permission request for the tile data state.  MAGICLENS_ISA is read at the
- * same time.  The active path is the one piece of mutable state: an atomic
- * that ml_isa_set() may change (tests loop over every path). */
+ * same time.  On aarch64, getauxval(AT_HWCAP / AT_HWCAP2) says which of the
+ * dotprod / i8mm / bf16 instructions the CPU has.  The active path is the
+ * one piece of mutable state: an atomic that ml_isa_set() may change (tests
+ * loop over every path). */
 #include "kernels/cpu.h"
 
 #include <pthread.h>
@@ -20,9 +22,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
+#if defined(__aarch64__)
+#include <sys/auxv.h>
+#endif
 
 typedef struct cpu_caps {
-    int isa_ok[4]; /* indexed by ml_isa */
+    int isa_ok[ML_ISA_COUNT]; /* indexed by ml_isa */
     int bf16, vnni;
     int avx_vnni; /* AVX-VNNI: vpdpbusd on ymm without AVX-512 (Alder Lake, Zen 5) */
 } cpu_caps;
@@ -32,7 +37,8 @@ static cpu_caps g_caps; /* written once inside pthread_once, then read-only */
 static atomic_int g_active = -1;
 static atomic_int g_avx_vnni_off; /* tests / MAGICLENS_AVXVNNI=0: use the AVX2 u8 x s8 kernel */
 
-static const char *const isa_names[] = {"scalar", "avx2", "avx512", "amx"};
+static const char *const isa_names[ML_ISA_COUNT] = {"scalar", "avx2",    "avx512", "amx",
+                                                    "neon",   "dotprod", "i8mm",   "bf16"};
 
 #if defined(__x86_64__)
 static unsigned long long read_xcr0(void) {
@@ -79,6 +85,25 @@ static void detect_x86(cpu_caps *c) {
 }
 #endif
 
+#if defined(__aarch64__)
+/* Linux hwcap bits (asm/hwcap.h; spelled out for older headers). */
+#define ML_HWCAP_ASIMD (1UL << 1)
+#define ML_HWCAP_ASIMDDP (1UL << 20)
+#define ML_HWCAP2_I8MM (1UL << 13)
+#define ML_HWCAP2_BF16 (1UL << 14)
+
+/* Each path includes the one before it (the tests and `magiclens cpu` list
+ * them in order): a CPU with bf16 but no i8mm (none is known; ARMv8.6 has
+ * both) would stop at dotprod. */
+static void detect_aarch64(cpu_caps *c) {
+    unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+    c->isa_ok[ML_ISA_NEON] = (hw & ML_HWCAP_ASIMD) != 0;
+    c->isa_ok[ML_ISA_DOTPROD] = c->isa_ok[ML_ISA_NEON] && (hw & ML_HWCAP_ASIMDDP);
+    c->isa_ok[ML_ISA_I8MM] = c->isa_ok[ML_ISA_DOTPROD] && (hw2 & ML_HWCAP2_I8MM);
+    c->isa_ok[ML_ISA_NEON_BF16] = c->isa_ok[ML_ISA_I8MM] && (hw2 & ML_HWCAP2_BF16);
+}
+#endif
+
 static void detect(void) {
     cpu_caps *c = &g_caps;
     memset(c, 0, sizeof *c);
@@ -86,12 +111,15 @@ static void detect(void) {
 #if defined(__x86_64__)
     detect_x86(c);
 #endif
+#if defined(__aarch64__)
+    detect_aarch64(c);
+#endif
     const char *vn = getenv("MAGICLENS_AVXVNNI");
     atomic_store(&g_avx_vnni_off, vn && !strcmp(vn, "0"));
     const char *env = getenv("MAGICLENS_ISA");
     int forced = env && *env ? ml_isa_parse(env) : -1;
     int best = ML_ISA_SCALAR;
-    for (int i = ML_ISA_AMX; i > ML_ISA_SCALAR; i--)
+    for (int i = ML_ISA_COUNT - 1; i > ML_ISA_SCALAR; i--)
         if (c->isa_ok[i]) {
             best = i;
             break;
@@ -108,7 +136,7 @@ static const cpu_caps *caps(void) {
 }
 
 int ml_isa_supported(ml_isa isa) {
-    if ((int)isa < 0 || (int)isa > ML_ISA_AMX) return 0;
+    if ((int)isa < 0 || (int)isa >= ML_ISA_COUNT) return 0;
     return caps()->isa_ok[isa];
 }
 
@@ -128,9 +156,9 @@ ml_isa ml_isa_active(void) {
 }
 
 int ml_isa_set(ml_isa isa, ml_error *err) {
-    if ((int)isa < 0 || (int)isa > ML_ISA_AMX)
-        return ml_fail(err, "unknown instruction set %d (MAGICLENS_ISA: scalar, avx2, avx512, amx)",
-                       (int)isa);
+    if ((int)isa < 0 || (int)isa >= ML_ISA_COUNT)
+        return ml_fail(err, "unknown instruction set %d (MAGICLENS_ISA: scalar, avx2, avx512, amx, "
+                            "neon, dotprod, i8mm, bf16)", (int)isa);
     if (!ml_isa_supported(isa))
         return ml_fail(err, "this machine cannot run the %s kernels", isa_names[isa]);
     atomic_store(&g_active, (int)isa);
@@ -138,12 +166,12 @@ int ml_isa_set(ml_isa isa, ml_error *err) {
 }
 
 const char *ml_isa_name(ml_isa isa) {
-    return (int)isa >= 0 && (int)isa <= ML_ISA_AMX ? isa_names[isa] : "unknown";
+    return (int)isa >= 0 && (int)isa < ML_ISA_COUNT ? isa_names[isa] : "unknown";
 }
 
 int ml_isa_parse(const char *name) {
     if (!name) return -1;
-    for (int i = 0; i <= ML_ISA_AMX; i++)
+    for (int i = 0; i < ML_ISA_COUNT; i++)
         if (strcmp(name, isa_names[i]) == 0) return i;
     return -1;
 }

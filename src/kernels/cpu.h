@@ -1,10 +1,11 @@
 /* cpu.h - run-time choice of the instruction set the kernels use.
  *
  * The best path the CPU (and, for AMX, the kernel) supports is chosen once;
- * MAGICLENS_ISA=scalar|avx2|avx512|amx forces one (an unsupported forced path
- * is an error at model load, not a crash).  Tests call ml_isa_set() to run
- * every supported path.  That choice (and the AVX-VNNI switch below) is the
- * runtime's only mutable global state. */
+ * MAGICLENS_ISA=scalar|avx2|avx512|amx (x86-64) or neon|dotprod|i8mm|bf16
+ * (aarch64) forces one (an unsupported forced path is an error at model
+ * load, not a crash).  Tests call ml_isa_set() to run every supported path.
+ * That choice (and the AVX-VNNI switch below) is the runtime's only mutable
+ * global state. */
 #ifndef ML_KERNELS_CPU_H
 #define ML_KERNELS_CPU_H
 
@@ -15,6 +16,12 @@ typedef enum ml_isa {
     ML_ISA_AVX2 = 1,   /* AVX2 + FMA */
     ML_ISA_AVX512 = 2, /* AVX-512 F/BW/VL (+ BF16 / VNNI when present) */
     ML_ISA_AMX = 3,    /* AVX512 + AMX tiles (BF16 / INT8) */
+    /* aarch64 (docs/arm64.md): each path includes the one before it. */
+    ML_ISA_NEON = 4,    /* Advanced SIMD: fp32 FMA; int8 / bf16 by widening */
+    ML_ISA_DOTPROD = 5, /* + SDOT for int8 (ARMv8.2 dotprod) */
+    ML_ISA_I8MM = 6,    /* + USMMLA for int8 (i8mm) */
+    ML_ISA_NEON_BF16 = 7, /* + BFMMLA for bf16 (named "bf16") */
+    ML_ISA_COUNT = 8,
 } ml_isa;
 
 /* 1 when this machine (and OS, for AVX-512 state and AMX permission) can run `isa`. */
@@ -33,7 +40,7 @@ ml_isa ml_isa_active(void);
 /* Forces a path; -1 with a message when the machine cannot run it. */
 int ml_isa_set(ml_isa isa, ml_error *err);
 const char *ml_isa_name(ml_isa isa);
-/* Parses "scalar"/"avx2"/"avx512"/"amx"; -1 if unknown. */
+/* Parses a path name (ml_isa_name's); -1 if unknown. */
 int ml_isa_parse(const char *name);
 
 #endif

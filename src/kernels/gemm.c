@@ -246,6 +246,9 @@ const ml_gemm_impl *ml_gemm_impl_for(ml_isa isa) {
     if (isa == ML_ISA_AVX512 || isa == ML_ISA_AMX) return &ml_gemm_avx512;
     if (isa == ML_ISA_AVX2) return &ml_gemm_avx2;
 #endif
+#if defined(__aarch64__) /* every aarch64 path shares the fp32 NEON kernel */
+    if (isa >= ML_ISA_NEON && isa <= ML_ISA_NEON_BF16) return &ml_gemm_neon;
+#endif
     (void)isa;
     return NULL;
 }

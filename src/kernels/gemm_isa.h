@@ -3,7 +3,8 @@
  *
  * Each SIMD file (gemm_avx2.c, gemm_avx512.c, ops_avx2.c, ops_avx512.c) is
  * compiled with its own -m flags and is only called after cpu.c has said the
- * machine can run it; everything else in the binary stays baseline x86-64. */
+ * machine can run it; everything else in the binary stays baseline x86-64.
+ * On aarch64, gemm_neon.c and ops_neon.c serve every path (NEON is baseline). */
 #ifndef ML_KERNELS_GEMM_ISA_H
 #define ML_KERNELS_GEMM_ISA_H
 
@@ -78,6 +79,10 @@ const ml_ops_impl *ml_ops_impl_for(ml_isa isa);
 #if defined(__x86_64__)
 extern const ml_gemm_impl ml_gemm_avx2, ml_gemm_avx512;
 extern const ml_ops_impl ml_ops_avx2, ml_ops_avx512;
+#endif
+#if defined(__aarch64__)
+extern const ml_gemm_impl ml_gemm_neon;
+extern const ml_ops_impl ml_ops_neon;
 #endif
 
 #endif

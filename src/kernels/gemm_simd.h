@@ -1,15 +1,14 @@
-/* gemm_simd.h - a thin vector layer so that one kernel source serves AVX2
- * and AVX-512.  Included only by the ISA files, after they define
- * ML_SIMD_AVX512 or ML_SIMD_AVX2 (and are compiled with the matching -m
- * flags).  vf is a float vector of VL lanes, vm a lane mask. */
+/* gemm_simd.h - a thin vector layer so that one kernel source serves AVX2,
+ * AVX-512 and aarch64 NEON.  Included only by the ISA files, after they
+ * define ML_SIMD_AVX512, ML_SIMD_AVX2 or ML_SIMD_NEON (and are compiled with
+ * the matching flags).  vf is a float vector of VL lanes, vm a lane mask. */
 #ifndef ML_KERNELS_GEMM_SIMD_H
 #define ML_KERNELS_GEMM_SIMD_H
-
-#include <immintrin.h>
 
 #define ML_INLINE static inline __attribute__((always_inline))
 
 #if defined(ML_SIMD_AVX512)
+#include <immintrin.h>
 #define VL 16
 typedef __m512 vf;
 typedef __mmask16 vm;
@@ -40,9 +39,11 @@ ML_INLINE vf vpow2i(vf n) {
 ML_INLINE vf vzero_below(vf x, vf a, float lo) {
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, vset1(lo), _CMP_GE_OQ), a);
 }
+ML_INLINE void vprefetch(const void *p) { _mm_prefetch((const char *)p, _MM_HINT_T0); }
 #define ML_SIMD_SUFFIX avx512
 
 #elif defined(ML_SIMD_AVX2)
+#include <immintrin.h>
 #define VL 8
 typedef __m256 vf;
 typedef __m256i vm;
@@ -83,10 +84,55 @@ ML_INLINE vf vpow2i(vf n) {
 ML_INLINE vf vzero_below(vf x, vf a, float lo) {
     return _mm256_and_ps(_mm256_cmp_ps(x, vset1(lo), _CMP_GE_OQ), a);
 }
+ML_INLINE void vprefetch(const void *p) { _mm_prefetch((const char *)p, _MM_HINT_T0); }
 #define ML_SIMD_SUFFIX avx2
 
+#elif defined(ML_SIMD_NEON)
+/* 128-bit Advanced SIMD (baseline on aarch64).  NEON has no masked loads,
+ * so a mask is a lane count and the partial vector goes through a stack
+ * copy (only the last vector of a row or panel; never past the data). */
+#include <arm_neon.h>
+#include <string.h>
+#define VL 4
+typedef float32x4_t vf;
+typedef int vm;
+ML_INLINE vf vzero(void) { return vdupq_n_f32(0.0f); }
+ML_INLINE vf vset1(float a) { return vdupq_n_f32(a); }
+ML_INLINE vf vload(const float *p) { return vld1q_f32(p); }
+ML_INLINE void vstore(float *p, vf v) { vst1q_f32(p, v); }
+ML_INLINE vm vmask(int n) { return n >= VL ? VL : n <= 0 ? 0 : n; }
+ML_INLINE vf vload_m(const float *p, vm m) {
+    float t[VL] = {0};
+    memcpy(t, p, sizeof(float) * (size_t)m);
+    return vld1q_f32(t);
+}
+ML_INLINE void vstore_m(float *p, vf v, vm m) {
+    float t[VL];
+    vst1q_f32(t, v);
+    memcpy(p, t, sizeof(float) * (size_t)m);
+}
+ML_INLINE vf vfma(vf a, vf b, vf c) { return vfmaq_f32(c, a, b); }
+ML_INLINE vf vadd(vf a, vf b) { return vaddq_f32(a, b); }
+ML_INLINE vf vsub(vf a, vf b) { return vsubq_f32(a, b); }
+ML_INLINE vf vmul(vf a, vf b) { return vmulq_f32(a, b); }
+ML_INLINE vf vdiv(vf a, vf b) { return vdivq_f32(a, b); }
+ML_INLINE vf vmax(vf a, vf b) { return vmaxq_f32(a, b); }
+ML_INLINE vf vmin(vf a, vf b) { return vminq_f32(a, b); }
+ML_INLINE float vhsum(vf a) { return vaddvq_f32(a); }
+ML_INLINE float vhmax(vf a) { return vmaxvq_f32(a); }
+ML_INLINE vf vround(vf a) { return vrndnq_f32(a); } /* to nearest, ties to even */
+ML_INLINE vf vpow2i(vf n) {
+    int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23);
+    return vreinterpretq_f32_s32(e);
+}
+ML_INLINE vf vzero_below(vf x, vf a, float lo) {
+    return vreinterpretq_f32_u32(vandq_u32(vcgeq_f32(x, vdupq_n_f32(lo)), vreinterpretq_u32_f32(a)));
+}
+ML_INLINE void vprefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+#define ML_SIMD_SUFFIX neon
+
 #else
-#error "define ML_SIMD_AVX512 or ML_SIMD_AVX2 before including gemm_simd.h"
+#error "define ML_SIMD_AVX512, ML_SIMD_AVX2 or ML_SIMD_NEON before including gemm_simd.h"
 #endif
 
 #define ML_CAT_(a, b) a##_##b

@@ -1,5 +1,6 @@
-/* gemm_tmpl.h - the SIMD GEMM micro-kernel, instantiated by gemm_avx2.c and
- * gemm_avx512.c (after gemm_simd.h and GEMM_MR / GEMM_NV are defined).
+/* gemm_tmpl.h - the SIMD GEMM micro-kernel, instantiated by gemm_avx2.c,
+ * gemm_avx512.c and gemm_neon.c (after gemm_simd.h and GEMM_MR / GEMM_NV
+ * are defined).
  *
  * Broadcast-A / load-B-row: an mr x (GEMM_NV * VL) block of C lives in
  * registers; each k loads GEMM_NV vectors of one B row (B used in place, row
@@ -68,9 +69,9 @@ ML_UNROLL
         for (int v = 0; v < GEMM_NV; v++) {
             bv[v] = masked ? vload_m(b + v * VL, mask[v]) : vload(b + v * VL);
         }
-        if (!masked) _mm_prefetch((const char *)(b + GEMM_PF * ldb), _MM_HINT_T0);
+        if (!masked) vprefetch(b + GEMM_PF * ldb);
 #if GEMM_NR * 4 > 64
-        if (!masked) _mm_prefetch((const char *)(b + GEMM_PF * ldb + 16), _MM_HINT_T0);
+        if (!masked) vprefetch(b + GEMM_PF * ldb + 16);
 #endif
 ML_UNROLL
         for (int r = 0; r < mr; r++) {
@@ -134,7 +135,7 @@ static void gemm_pack_b(const float *b, long ldb, int kc, int nn, float *buf) {
         const float *row = b + (size_t)k * ldb;
         if (k + GEMM_PF < kc)
             for (int j = 0; j < nn; j += 64 / 4)
-                _mm_prefetch((const char *)(row + GEMM_PF * ldb + j), _MM_HINT_T0);
+                vprefetch(row + GEMM_PF * ldb + j);
         for (int t = 0; t < panels; t++) {
             float *dst = buf + ((size_t)t * kc + k) * GEMM_NR;
             const float *src = row + t * GEMM_NR;

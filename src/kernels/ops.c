@@ -16,6 +16,9 @@ const ml_ops_impl *ml_ops_impl_for(ml_isa isa) {
     if (isa == ML_ISA_AVX512 || isa == ML_ISA_AMX) return &ml_ops_avx512;
     if (isa == ML_ISA_AVX2) return &ml_ops_avx2;
 #endif
+#if defined(__aarch64__)
+    if (isa >= ML_ISA_NEON && isa <= ML_ISA_NEON_BF16) return &ml_ops_neon;
+#endif
     (void)isa;
     return NULL;
 }

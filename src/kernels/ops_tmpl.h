@@ -1,5 +1,5 @@
 /* ops_tmpl.h - SIMD element-wise and row kernels, instantiated by
- * ops_avx2.c and ops_avx512.c after gemm_simd.h. */
+ * ops_avx2.c, ops_avx512.c and ops_neon.c after gemm_simd.h. */
 #include <math.h>
 
 #include "kernels/bf16.h"
@@ -42,6 +42,16 @@ ML_INLINE vd vd_add(vd a, vd b) { return _mm512_add_pd(a, b); }
 ML_INLINE vd vd_sub(vd a, vd b) { return _mm512_sub_pd(a, b); }
 ML_INLINE vd vd_fma(vd a, vd b, vd c) { return _mm512_fmadd_pd(a, b, c); }
 ML_INLINE double vd_hsum(vd a) { return _mm512_reduce_add_pd(a); }
+#elif defined(ML_SIMD_NEON)
+typedef float64x2_t vd;
+#define VDL 2
+ML_INLINE vd vd_load(const float *p) { return vcvt_f64_f32(vld1_f32(p)); }
+ML_INLINE vd vd_zero(void) { return vdupq_n_f64(0.0); }
+ML_INLINE vd vd_set1(double a) { return vdupq_n_f64(a); }
+ML_INLINE vd vd_add(vd a, vd b) { return vaddq_f64(a, b); }
+ML_INLINE vd vd_sub(vd a, vd b) { return vsubq_f64(a, b); }
+ML_INLINE vd vd_fma(vd a, vd b, vd c) { return vfmaq_f64(c, a, b); }
+ML_INLINE double vd_hsum(vd a) { return vaddvq_f64(a); }
 #else
 typedef __m256d vd;
 #define VDL 4
@@ -87,6 +97,21 @@ ML_INLINE void store_bf16(uint16_t *out, vf f, int n) {
         _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), _mm512_and_si512(hi, _mm512_set1_epi32(1))), 16);
     r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q), _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
     _mm256_mask_storeu_epi16(out, (__mmask16)((1u << n) - 1u), _mm512_cvtepi32_epi16(r));
+}
+#elif defined(ML_SIMD_NEON)
+ML_INLINE void store_bf16(uint16_t *out, vf f, int n) {
+    uint32x4_t u = vreinterpretq_u32_f32(f), hi = vshrq_n_u32(u, 16);
+    uint32x4_t r = vshrq_n_u32(vaddq_u32(vaddq_u32(u, vdupq_n_u32(0x7fff)), vandq_u32(hi, vdupq_n_u32(1))), 16);
+    uint32x4_t nan = vmvnq_u32(vceqq_f32(f, f));
+    r = vbslq_u32(nan, vorrq_u32(hi, vdupq_n_u32(0x40)), r);
+    uint16x4_t p = vmovn_u32(r);
+    if (n == 4) {
+        vst1_u16(out, p);
+    } else {
+        uint16_t t[4];
+        vst1_u16(t, p);
+        memcpy(out, t, sizeof(uint16_t) * n);
+    }
 }
 #else
 ML_INLINE void store_bf16(uint16_t *out, vf f, int n) {

@@ -45,9 +45,15 @@ ML_INLINE vf vrecip(vf d) {
     vf r = _mm512_rcp14_ps(d);
     return vmul(r, _mm512_fnmadd_ps(d, r, vset1(2.0f)));
 }
-#else
+#elif defined(ML_SIMD_AVX2)
 ML_INLINE vf vrecip(vf d) {
     return _mm256_div_ps(vset1(1.0f), d);
+}
+#else
+/* NEON: a divide, for the reason given for AVX2 above (the 8-bit estimate
+ * refined by Newton steps also always lands below 1/d). */
+ML_INLINE vf vrecip(vf d) {
+    return vdivq_f32(vset1(1.0f), d);
 }
 #endif
 

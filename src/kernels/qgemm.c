@@ -90,6 +90,11 @@ static qg_kernel choose_kernel(ml_precision prec, ml_isa isa) {
         if (prec == ML_PREC_BF16) return QG_F32W;
         return ml_cpu_has_avx_vnni() ? QG_AVXVNNI : QG_AVX2;
     }
+#elif defined(__aarch64__)
+    if (prec == ML_PREC_BF16) return isa == ML_ISA_NEON_BF16 ? QG_BFMMLA : isa >= ML_ISA_NEON ? QG_NEON : QG_REF;
+    if (isa >= ML_ISA_I8MM) return QG_I8MM;
+    if (isa == ML_ISA_DOTPROD) return QG_DOTPROD;
+    if (isa == ML_ISA_NEON) return QG_NEON;
 #else
     (void)prec, (void)isa;
 #endif
@@ -301,6 +306,15 @@ static qg_kernel_fn kernel_fn(const ml_packed *B) {
     if (B->kernel == QG_AVX512) return bf ? qg_avx512_bf16 : qg_avx512_int8;
     if (B->kernel == QG_AVX2) return qg_avx2_int8;
     if (B->kernel == QG_AVXVNNI) return qg_avxvnni_int8;
+#endif
+#if defined(__aarch64__)
+    switch (B->kernel) {
+    case QG_NEON: return bf ? qg_neon_bf16 : qg_neon_int8;
+    case QG_DOTPROD: return qg_dotprod_int8;
+    case QG_I8MM: return qg_i8mm_int8;
+    case QG_BFMMLA: return qg_bf16mm_bf16;
+    default: break;
+    }
 #endif
     return bf ? qg_ref_bf16 : qg_ref_int8;
 }
@@ -639,13 +653,20 @@ void ml_gemm_bf16(int M, const uint16_t *A, int lda, const ml_packed *B, const f
 static const char *kernel_name(ml_precision prec, ml_isa isa, qg_kernel k) {
     int i8 = prec == ML_PREC_INT8;
     if (prec == ML_PREC_FP32)
-        return isa == ML_ISA_SCALAR ? "scalar-fp32" : isa == ML_ISA_AVX2 ? "avx2-fp32" : "avx512-fp32";
+        return isa == ML_ISA_SCALAR ? "scalar-fp32"
+               : isa == ML_ISA_AVX2 ? "avx2-fp32"
+               : isa >= ML_ISA_NEON ? "neon-fp32"
+                                    : "avx512-fp32";
     switch (k) {
     case QG_AVX512: return i8 ? "avx512-vnni" : "avx512-bf16";
     case QG_AMX: return i8 ? "amx-int8" : "amx-bf16";
     case QG_AVX2: return "avx2-u8s8";
     case QG_AVXVNNI: return "avxvnni-u8s8";
     case QG_F32W: return isa == ML_ISA_AVX2 ? "avx2-bf16w" : "avx512-bf16w";
+    case QG_NEON: return i8 ? "neon-int8" : "neon-bf16w";
+    case QG_DOTPROD: return "dotprod-int8";
+    case QG_I8MM: return "i8mm-int8";
+    case QG_BFMMLA: return "bfmmla-bf16";
     case QG_REF: break;
     }
     return i8 ? "scalar-int8" : "scalar-bf16";

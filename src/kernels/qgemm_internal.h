@@ -18,8 +18,9 @@
  * scale (max - min) / 255 over the row with 0 included), so ReLU/GELU-like
  * rows keep all 8 bits.  Then
  *     C[i,n] = sa[i] * sw[n] * (sum_k qa[i,k] * qw[k,n] - z[i] * colsum[n]).
- * The u8 x s8 dot is what both VNNI (vpdpbusd) and AMX (tdpbusd) compute, so
- * all kernels produce the same integers. */
+ * The u8 x s8 dot is what both VNNI (vpdpbusd) and AMX (tdpbusd) compute, and
+ * aarch64's USMMLA (SDOT after a -128 shift, qgemm_dotprod.c), so all
+ * kernels produce the same integers. */
 #ifndef ML_KERNELS_QGEMM_INTERNAL_H
 #define ML_KERNELS_QGEMM_INTERNAL_H
 
@@ -41,6 +42,11 @@ typedef enum qg_kernel {
     QG_AVX2 = 3,    /* int8: AVX2 u8 x s8 (vpmaddubsw + vpmaddwd, qgemm_avx2.c) */
     QG_AVXVNNI = 4, /* int8: AVX-VNNI vpdpbusd on ymm (qgemm_avxvnni.c) */
     QG_F32W = 5,    /* bf16: weights widened to float32 into the float32 GEMM (qgemm_avx2.c) */
+    /* aarch64 (qgemm_neon.c, qgemm_dotprod.c, qgemm_i8mm.c, qgemm_bf16.c) */
+    QG_NEON = 6,    /* int8 / bf16 by widening (baseline Advanced SIMD) */
+    QG_DOTPROD = 7, /* int8 on SDOT */
+    QG_I8MM = 8,    /* int8 on USMMLA */
+    QG_BFMMLA = 9,  /* bf16 on BFMMLA */
 } qg_kernel;
 
 struct ml_packed {
@@ -102,6 +108,13 @@ void qg_ref_bf16(const qg_job *j, int i0, int i1, int p0, int p1);
 void qg_ref_int8(const qg_job *j, int i0, int i1, int p0, int p1);
 void qg_avx512_bf16(const qg_job *j, int i0, int i1, int p0, int p1);
 void qg_avx512_int8(const qg_job *j, int i0, int i1, int p0, int p1);
+#if defined(__aarch64__) /* rows i0..i1 in blocks of 4 (packed rows are zero to Mp) */
+void qg_neon_int8(const qg_job *j, int i0, int i1, int p0, int p1);
+void qg_neon_bf16(const qg_job *j, int i0, int i1, int p0, int p1);
+void qg_dotprod_int8(const qg_job *j, int i0, int i1, int p0, int p1);
+void qg_i8mm_int8(const qg_job *j, int i0, int i1, int p0, int p1);
+void qg_bf16mm_bf16(const qg_job *j, int i0, int i1, int p0, int p1);
+#endif
 
 /* AMX: one task over all local rows of j->A (packed lazily by pack, or
  * read in place when j->a_ld != 0 and pack is NULL) and panels [p0, p1) in

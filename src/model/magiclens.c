@@ -71,7 +71,7 @@ static int compute_empty_text(ml_model *m, ml_error *err) {
  * (avx2-bf16w): no faster than float32 (bench_qgemm: within a few percent
  * either way), and less exact, so float32. */
 int ml_precision_auto(void) {
-    if (ml_isa_active() >= ML_ISA_AVX512 && (ml_isa_active() == ML_ISA_AMX || ml_cpu_has_avx512_bf16()))
+    if (ml_isa_active() == ML_ISA_AMX || (ml_isa_active() == ML_ISA_AVX512 && ml_cpu_has_avx512_bf16()))
         return ML_PRECISION_BF16;
     return ML_PRECISION_FP32;
 }
@@ -102,8 +102,8 @@ static int check_forced_isa(ml_error *err) {
     if (!env || !*env) return 0;
     int isa = ml_isa_parse(env);
     if (isa < 0)
-        return ml_fail(err, "MAGICLENS_ISA=%s: unknown instruction set (use scalar, avx2, avx512 "
-                            "or amx)", env);
+        return ml_fail(err, "MAGICLENS_ISA=%s: unknown instruction set (use scalar, avx2, avx512, "
+                            "amx, or on ARM64 neon, dotprod, i8mm, bf16)", env);
     if (!ml_isa_supported((ml_isa)isa))
         return ml_fail(err, "MAGICLENS_ISA=%s: this CPU (or the OS) cannot run it; `magiclens "
                             "cpu` lists the supported ones", env);

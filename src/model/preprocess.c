@@ -51,6 +51,9 @@ static const ml_pre_kernels *active_kernels(void) {
     if (isa == ML_ISA_AVX512 || isa == ML_ISA_AMX) return &ml_pre_avx512;
     if (isa == ML_ISA_AVX2) return &ml_pre_avx2;
 #endif
+#if defined(__aarch64__)
+    if (ml_isa_active() >= ML_ISA_NEON) return &ml_pre_neon;
+#endif
     return &ml_pre_scalar;
 }
 

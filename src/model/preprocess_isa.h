@@ -40,5 +40,8 @@ extern const ml_pre_kernels ml_pre_scalar;
 #if defined(__x86_64__)
 extern const ml_pre_kernels ml_pre_avx2, ml_pre_avx512;
 #endif
+#if defined(__aarch64__)
+extern const ml_pre_kernels ml_pre_neon; /* preprocess_neon.c, every aarch64 path */
+#endif
 
 #endif

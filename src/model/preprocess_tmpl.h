@@ -1,7 +1,7 @@
 /* preprocess_tmpl.h - the resampling kernels (see preprocess_isa.h),
- * instantiated by preprocess.c (portable C), preprocess_avx2.c and
- * preprocess_avx512.c (defining PRE_AVX2 / PRE_AVX512 first) as
- * ml_pre_<PRE_NAME>.
+ * instantiated by preprocess.c (portable C), preprocess_avx2.c,
+ * preprocess_avx512.c and preprocess_neon.c (defining PRE_AVX2 / PRE_AVX512
+ * / PRE_NEON first) as ml_pre_<PRE_NAME>.
  *
  * All three accumulate in float32 in the same order (taps in increasing
  * input index); the SIMD ones fuse multiply and add, so results may differ
@@ -12,6 +12,21 @@
 
 #if defined(PRE_AVX2) || defined(PRE_AVX512)
 #include <immintrin.h>
+/* The 4-float operations of the width pass (one RGB pixel + 1 per vector). */
+#define PRE_V4 __m128
+#define P4_ZERO() _mm_setzero_ps()
+#define P4_BCAST(p) _mm_broadcast_ss(p)
+#define P4_LOAD(p) _mm_loadu_ps(p)
+#define P4_STORE(p, v) _mm_storeu_ps(p, v)
+#define P4_FMA(w, x, c) _mm_fmadd_ps(w, x, c)
+#elif defined(PRE_NEON)
+#include <arm_neon.h>
+#define PRE_V4 float32x4_t
+#define P4_ZERO() vdupq_n_f32(0.0f)
+#define P4_BCAST(p) vld1q_dup_f32(p)
+#define P4_LOAD(p) vld1q_f32(p)
+#define P4_STORE(p, v) vst1q_f32(p, v)
+#define P4_FMA(w, x, c) vfmaq_f32(c, w, x)
 #endif
 
 #define PRE_CAT2(a, b) a##b
@@ -146,6 +161,66 @@ static void PRE_FN(vrow_f32)(const float *const *src, int count, const float *w,
         d[k] = a;
     }
 }
+#elif defined(PRE_NEON)
+/* 16 columns per step: 4 x 4 floats in registers across all taps. */
+static inline float32x4_t pre_u8_f32(uint16x4_t h) { return vcvtq_f32_u32(vmovl_u16(h)); }
+
+static void PRE_FN(vrow_u8)(const uint8_t *const *src, int count, const float *w, size_t n,
+                            float *d) {
+    if (count <= 0) {
+        memset(d, 0, n * sizeof *d);
+        return;
+    }
+    size_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
+        for (int t = 0; t < count; t++) {
+            uint8x16_t b = vld1q_u8(src[t] + k);
+            uint16x8_t lo = vmovl_u8(vget_low_u8(b)), hi = vmovl_u8(vget_high_u8(b));
+            a0 = vfmaq_n_f32(a0, pre_u8_f32(vget_low_u16(lo)), w[t]);
+            a1 = vfmaq_n_f32(a1, pre_u8_f32(vget_high_u16(lo)), w[t]);
+            a2 = vfmaq_n_f32(a2, pre_u8_f32(vget_low_u16(hi)), w[t]);
+            a3 = vfmaq_n_f32(a3, pre_u8_f32(vget_high_u16(hi)), w[t]);
+        }
+        vst1q_f32(d + k, a0);
+        vst1q_f32(d + k + 4, a1);
+        vst1q_f32(d + k + 8, a2);
+        vst1q_f32(d + k + 12, a3);
+    }
+    for (; k < n; k++) {
+        float a = 0;
+        for (int t = 0; t < count; t++) a = fmaf(w[t], (float)src[t][k], a);
+        d[k] = a;
+    }
+}
+
+static void PRE_FN(vrow_f32)(const float *const *src, int count, const float *w, size_t n,
+                             float *d) {
+    if (count <= 0) {
+        memset(d, 0, n * sizeof *d);
+        return;
+    }
+    size_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
+        for (int t = 0; t < count; t++) {
+            const float *p = src[t] + k;
+            a0 = vfmaq_n_f32(a0, vld1q_f32(p), w[t]);
+            a1 = vfmaq_n_f32(a1, vld1q_f32(p + 4), w[t]);
+            a2 = vfmaq_n_f32(a2, vld1q_f32(p + 8), w[t]);
+            a3 = vfmaq_n_f32(a3, vld1q_f32(p + 12), w[t]);
+        }
+        vst1q_f32(d + k, a0);
+        vst1q_f32(d + k + 4, a1);
+        vst1q_f32(d + k + 8, a2);
+        vst1q_f32(d + k + 12, a3);
+    }
+    for (; k < n; k++) {
+        float a = 0;
+        for (int t = 0; t < count; t++) a = fmaf(w[t], src[t][k], a);
+        d[k] = a;
+    }
+}
 #else
 /* Portable: the first tap writes, the others add (the compiler vectorises
  * each tap's loop over the row). */
@@ -178,7 +253,7 @@ static void PRE_FN(vrow_f32)(const float *const *src, int count, const float *w,
 }
 #endif
 
-#if defined(PRE_AVX2) || defined(PRE_AVX512)
+#if defined(PRE_V4)
 /* One pixel (3 floats + the next one's first, ignored) per 128-bit FMA,
  * four rows at a time: four independent sums hide the FMA latency and
  * share the weight loads.  The last pixel of a row stores 3 floats only
@@ -193,26 +268,26 @@ static void PRE_FN(hrows)(const float *src, size_t sp, int rows, const ml_pre_ax
             const float *w = a->w + (size_t)j * a->stride;
             const float *p = s0 + (size_t)a->first[j] * 3;
             const int n = a->count[j];
-            __m128 c0 = _mm_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+            PRE_V4 c0 = P4_ZERO(), c1 = c0, c2 = c0, c3 = c0;
             for (int t = 0; t < n; t++, p += 3) {
-                __m128 wt = _mm_broadcast_ss(w + t);
-                c0 = _mm_fmadd_ps(wt, _mm_loadu_ps(p), c0);
-                c1 = _mm_fmadd_ps(wt, _mm_loadu_ps(p + sp), c1);
-                c2 = _mm_fmadd_ps(wt, _mm_loadu_ps(p + 2 * sp), c2);
-                c3 = _mm_fmadd_ps(wt, _mm_loadu_ps(p + 3 * sp), c3);
+                PRE_V4 wt = P4_BCAST(w + t);
+                c0 = P4_FMA(wt, P4_LOAD(p), c0);
+                c1 = P4_FMA(wt, P4_LOAD(p + sp), c1);
+                c2 = P4_FMA(wt, P4_LOAD(p + 2 * sp), c2);
+                c3 = P4_FMA(wt, P4_LOAD(p + 3 * sp), c3);
             }
             float *o = d0 + 3 * (size_t)j;
             if (j + 1 < a->n_out) {
-                _mm_storeu_ps(o, c0);
-                _mm_storeu_ps(o + dp, c1);
-                _mm_storeu_ps(o + 2 * dp, c2);
-                _mm_storeu_ps(o + 3 * dp, c3);
+                P4_STORE(o, c0);
+                P4_STORE(o + dp, c1);
+                P4_STORE(o + 2 * dp, c2);
+                P4_STORE(o + 3 * dp, c3);
             } else {
                 float t4[16];
-                _mm_storeu_ps(t4, c0);
-                _mm_storeu_ps(t4 + 4, c1);
-                _mm_storeu_ps(t4 + 8, c2);
-                _mm_storeu_ps(t4 + 12, c3);
+                P4_STORE(t4, c0);
+                P4_STORE(t4 + 4, c1);
+                P4_STORE(t4 + 8, c2);
+                P4_STORE(t4 + 12, c3);
                 for (int r = 0; r < 4; r++) memcpy(o + r * dp, t4 + 4 * r, 3 * sizeof(float));
             }
         }
@@ -224,11 +299,11 @@ static void PRE_FN(hrows)(const float *src, size_t sp, int rows, const ml_pre_ax
             const float *w = a->w + (size_t)j * a->stride;
             const float *p = s0 + (size_t)a->first[j] * 3;
             const int n = a->count[j];
-            __m128 c0 = _mm_setzero_ps();
+            PRE_V4 c0 = P4_ZERO();
             for (int t = 0; t < n; t++, p += 3)
-                c0 = _mm_fmadd_ps(_mm_broadcast_ss(w + t), _mm_loadu_ps(p), c0);
+                c0 = P4_FMA(P4_BCAST(w + t), P4_LOAD(p), c0);
             float t4[4];
-            _mm_storeu_ps(t4, c0);
+            P4_STORE(t4, c0);
             memcpy(d0 + 3 * (size_t)j, t4, 3 * sizeof(float));
         }
     }
