@@ -49,7 +49,9 @@ def main(path):
             if 'cos_worst' in r:
                 print('| ONNX Runtime int8 vs ORT fp32 (timed batch) | %.6f | %.6f | - |' % (r['cos_worst'], r['cos_mean']))
         for k, v in sorted(acc):
-            if k.startswith('acc_'):
+            if k.startswith('acc_') and 'error' in v:
+                print('| magiclens %s | %s | - | - |' % (k[6:].replace('_', ' '), v['error']))
+            elif k.startswith('acc_'):
                 name = k[4:]
                 ov = by.get('overlap_' + name, [{}])[0]
                 o = '%.3f / %.2f' % (ov['mean_overlap'], ov['min_overlap']) if 'mean_overlap' in ov else '-'

@@ -140,7 +140,11 @@ done
 FX=$OUT/fixtures
 [ -s "$FX/good.txt" ] || $PY tests/reference/make_images.py "$FX" --no-expected > "$OUT/logs/make_images.log" 2>&1
 $PY bench/vs_report.py items "$FX" "$OUT" "$REF_N" "$GAL_N" "$Q_N"
+# The cached reference is reused only for the same item list (a run with
+# another --ref-items wrote a different acc.jsonl).
+if [ -s "$OUT/acc_ref.npy" ] && ! cmp -s "$OUT/acc.jsonl" "$OUT/acc_ref.items"; then rm -f "$OUT/acc_ref.npy"; fi
 if [ $SKIP_REF = 0 ] && [ ! -s "$OUT/acc_ref.npy" ]; then
+    cp "$OUT/acc.jsonl" "$OUT/acc_ref.items"
     log "float64 reference on $(wc -l < "$OUT/acc.jsonl") items (~9 s each)"
     $PY tests/reference/ref_embed.py --model "$M/base.pkl" --input "$OUT/acc.jsonl" --output "$OUT/acc_ref.npy" \
         --vocab "$VOCAB" --threads "$THREADS" > "$OUT/logs/ref_embed.log" 2>&1 || log "  reference failed: see logs/ref_embed.log"
