@@ -663,7 +663,7 @@ static const char *kernel_name(ml_precision prec, ml_isa isa, qg_kernel k) {
     case QG_AVX2: return "avx2-u8s8";
     case QG_AVXVNNI: return "avxvnni-u8s8";
     case QG_F32W: return isa == ML_ISA_AVX2 ? "avx2-bf16w" : "avx512-bf16w";
-    case QG_NEON: return i8 ? "neon-int8" : "neon-bf16w";
+    case QG_NEON: return i8 ? "neon-int8" : "neon-bf16"; /* bf16 x bf16 products, widened */
     case QG_DOTPROD: return "dotprod-int8";
     case QG_I8MM: return "i8mm-int8";
     case QG_BFMMLA: return "bfmmla-bf16";
