@@ -58,18 +58,20 @@ static void pack_bf16(const float *B, int K, int N, ml_packed *p) {
     }
 }
 
-/* Symmetric per-column quantisation: q = round(b * 127 / max|b|). */
+/* Symmetric per-column quantisation: q = round(b * qmax / max|b|), qmax
+ * 127, or 63 for the AVX2 u8 x s7 kernel (qg_weight_qmax). */
 static void pack_int8(const float *B, int K, int N, ml_packed *p) {
     int8_t *w = p->w;
+    const int qmax = qg_weight_qmax(p->kernel);
     for (int n = 0; n < N; n++) {
         float mx = 0.0f;
         for (int k = 0; k < K; k++) mx = fmaxf(mx, fabsf(B[(size_t)k * N + n]));
-        float inv = mx > 0.0f ? 127.0f / mx : 0.0f;
-        p->scale[n] = mx / 127.0f;
+        float inv = mx > 0.0f ? (float)qmax / mx : 0.0f;
+        p->scale[n] = mx / (float)qmax;
         int8_t *dst = w + (size_t)(n / QG_NR) * p->Kp * QG_NR;
         int c = n % QG_NR, sum = 0;
         for (int k = 0; k < K; k++) {
-            int q = clampi((int)lrintf(B[(size_t)k * N + n] * inv), -127, 127);
+            int q = clampi((int)lrintf(B[(size_t)k * N + n] * inv), -qmax, qmax);
             dst[(size_t)(k / 4) * 64 + c * 4 + k % 4] = (int8_t)q;
             sum += q;
         }
@@ -260,8 +262,7 @@ static void pack_range(const pack_job *pj, int r0, int r1) {
     qg_act *q = pj->act;
 #if defined(__x86_64__)
     if (B->kernel == QG_AVX2 || B->kernel == QG_AVXVNNI) {
-        qg_avx2_pack_u8(pj->A, pj->lda, B->K, B->Kp, q->a, q->scale, q->zero, r0, r1,
-                        B->kernel == QG_AVX2 ? (size_t)q->Mp * q->Kp : 0);
+        qg_avx2_pack_u8(pj->A, pj->lda, B->K, B->Kp, q->a, q->scale, q->zero, r0, r1);
         return;
     }
     if (B->simd_a) {
@@ -333,8 +334,7 @@ static int panel_block(const ml_packed *B, int n_mblocks) {
 static int alloc_act(qg_act *q, const ml_packed *B, int M) {
     q->M = M, q->Mp = round_up(M, QG_MPAD), q->Kp = B->Kp;
     size_t esz = B->prec == ML_PREC_BF16 ? 2 : 1, rows = (size_t)q->Mp;
-    /* qg_avx2_int8 reads two planes (qg_avx2_pack_u8) */
-    q->a = ml_aligned_alloc(rows * q->Kp * esz * (B->kernel == QG_AVX2 ? 2 : 1), NULL);
+    q->a = ml_aligned_alloc(rows * q->Kp * esz, NULL);
     q->scale = NULL, q->zero = NULL;
     if (B->prec == ML_PREC_INT8) {
         q->scale = ml_malloc(rows * sizeof(float), NULL);
@@ -660,7 +660,7 @@ static const char *kernel_name(ml_precision prec, ml_isa isa, qg_kernel k) {
     switch (k) {
     case QG_AVX512: return i8 ? "avx512-vnni" : "avx512-bf16";
     case QG_AMX: return i8 ? "amx-int8" : "amx-bf16";
-    case QG_AVX2: return "avx2-u8s8";
+    case QG_AVX2: return "avx2-u8s7";
     case QG_AVXVNNI: return "avxvnni-u8s8";
     case QG_F32W: return isa == ML_ISA_AVX2 ? "avx2-bf16w" : "avx512-bf16w";
     case QG_NEON: return i8 ? "neon-int8" : "neon-bf16"; /* bf16 x bf16 products, widened */

@@ -5,15 +5,21 @@
  *
  * int8 (u8 activations x s8 weights, the scheme of qgemm_internal.h):
  * vpmaddubsw multiplies u8 by s8 and adds each PAIR of products into a
- * saturating int16: with u8 up to 255 and s8 up to 127 a pair reaches
- * 2 * 255 * 127 = 64770 and saturates, so the plain u8 x s8 sequence is not
- * exact.  Here the activation is re-centred to s8, a' = a - 128 in
- * [-128, 127] (the packer writes a' and |a'|): vpmaddubsw gets |a'| (<= 128,
- * as u8) and the weight with a''s sign (vpsignb; |w| <= 127, so the negation
- * is exact), and a pair is at most 2 * 128 * 127 = 32512 < 32767: never
- * saturated.  vpmaddwd with ones then
- * sums pairs into int32, and the epilogue adds back 128 * colsum, so the
- * integers are exactly those of vpdpbusd / AMX (identical floats).
+ * saturating int16.  With u8 up to 255 and s8 up to 127 a pair reaches
+ * 2 * 255 * 127 = 64770 and saturates (ONNX Runtime's AVX2 kernel accepts
+ * that; its docs suggest "reduce_range").  Here the weights this kernel
+ * gets are 7-bit, [-63, 63] with scale max|w| / 63 (pack_int8,
+ * qg_weight_qmax), so a pair is at most 2 * 255 * 63 = 32130 < 32767 and
+ * never saturates: the integers are exact for those weights.  Then each
+ * 32-byte weight vector costs 3 operations (vpmaddubsw, vpmaddwd with ones,
+ * vpaddd), two on the multiply ports, like ONNX Runtime's, where the exact
+ * alternatives cost more: re-centring A to s8 and moving its sign onto the
+ * weight (vpsignb, an extra multiply-port op a pair: 1.5x the time, the
+ * kernel before this one) or widening to int16 for vpmaddwd alone (half the
+ * products an op).  The price is the weight step, doubled: on the random
+ * base checkpoint the int8 embeddings stay above cosine 0.999 to float64
+ * (docs/performance.md).  With AVX-VNNI (qgemm_avxvnni.c) vpdpbusd adds in
+ * int32, so that kernel keeps 8-bit weights.
  *
  * bf16: the weights stay bf16 in memory (half of float32) and are widened
  * to float32 as the float32 GEMM packs its B slabs (qg_widen_bf16); the
@@ -25,30 +31,21 @@
 #include <math.h>
 #include <string.h>
 
-/* 3 rows: 6 accumulators + 2 weights + ones + the 2 A planes + temporaries
- * (with 4 rows gcc 12 kept two accumulators on the stack) */
-#define QG_Y_MR 3
+/* 4 rows: 8 accumulators + 2 weights + the broadcast + ones + 2 products */
+#define QG_Y_MR 4
 #define QG_Y_NAME qg_avx2_int8
-/* The packer (qg_avx2_pack_u8, split) writes a' = a - 128 and |a'| as two
- * planes, so that the dot is 4 operations a 32-byte weight vector: */
-#define QG_Y_SPLIT 1
-#define QG_Y_DOT(acc, a, m, w)                                                          \
-    _mm256_add_epi32((acc), _mm256_madd_epi16(                                          \
-                                _mm256_maddubs_epi16((m), _mm256_sign_epi8((w), (a))), \
-                                _mm256_set1_epi16(1)))
+#define QG_Y_DOT(acc, a, w) \
+    _mm256_add_epi32((acc), _mm256_madd_epi16(_mm256_maddubs_epi16((a), (w)), _mm256_set1_epi16(1)))
 #include "kernels/qgemm_avx2_tmpl.h"
 
 /* ---- int8 activations ---- */
 
 /* Rows [r0, r1) of A as u8 with ref_pack_u8's scale, zero point and
  * rounding (cvtps2dq rounds to nearest even like lrintf), 32 values a step;
- * the tail past the last whole step and the K padding as ref_pack_u8.
- * split (> 0): for qg_avx2_int8, the row is written as a - 128 (s8), and
- * |a - 128| goes to the same place `split` bytes on (the K padding is 0 in
- * both: its weights are zero). */
+ * the tail past the last whole step and the K padding as ref_pack_u8. */
 void qg_avx2_pack_u8(const float *A, int lda, int K, int Kp, uint8_t *dst, float *scale,
-                     int32_t *zero, int r0, int r1, size_t split) {
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), bias = _mm256_set1_epi8((char)0x80);
+                     int32_t *zero, int r0, int r1) {
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (int i = r0; i < r1; i++) {
         const float *a = A + (size_t)i * lda;
         uint8_t *d = dst + (size_t)i * Kp;
@@ -78,20 +75,14 @@ void qg_avx2_pack_u8(const float *A, int lda, int K, int Kp, uint8_t *dst, float
              * they interleave 128-bit lanes, which the permute undoes */
             __m256i w = _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
             w = _mm256_permutevar8x32_epi32(w, order);
-            if (split) {
-                w = _mm256_xor_si256(w, bias); /* a - 128 as s8 */
-                _mm256_storeu_si256((__m256i *)(d + split + k), _mm256_abs_epi8(w));
-            }
             _mm256_storeu_si256((__m256i *)(d + k), w);
         }
         for (; k < K; k++) {
             int q = (int)lrintf(a[k] * inv) + z;
             q = q < 0 ? 0 : q > 255 ? 255 : q;
-            d[k] = (uint8_t)(split ? q ^ 0x80 : q);
-            if (split) d[split + k] = (uint8_t)(q >= 128 ? q - 128 : 128 - q);
+            d[k] = (uint8_t)q;
         }
         memset(d + K, 0, (size_t)(Kp - K));
-        if (split) memset(d + split + K, 0, (size_t)(Kp - K));
     }
 }
 

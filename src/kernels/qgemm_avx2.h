@@ -5,14 +5,14 @@
 
 #include "kernels/qgemm_internal.h"
 
-/* int8 kernels with qg_ref_int8's contract (and its exact integers). */
+/* int8 kernels with qg_ref_int8's contract (and its exact integers on the
+ * weights their packer wrote: 7-bit for qg_avx2_int8). */
 void qg_avx2_int8(const qg_job *j, int i0, int i1, int p0, int p1);
 void qg_avxvnni_int8(const qg_job *j, int i0, int i1, int p0, int p1);
 
-/* qg_avx512_pack_u8 for AVX2: ref_pack_u8's integers; split > 0: the
- * two-plane form of qg_avx2_int8 (a - 128, and |a - 128| split bytes on). */
+/* qg_avx512_pack_u8 for AVX2: ref_pack_u8's integers. */
 void qg_avx2_pack_u8(const float *A, int lda, int K, int Kp, uint8_t *dst, float *scale,
-                     int32_t *zero, int r0, int r1, size_t split);
+                     int32_t *zero, int r0, int r1);
 
 /* bf16 weights (ctx: the ml_packed) widened into the float32 GEMM's packed
  * B slabs: an ml_gemm_b_fn (gemm_isa.h). */

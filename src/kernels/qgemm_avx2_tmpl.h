@@ -1,13 +1,10 @@
 /* qgemm_avx2_tmpl.h - the ymm int8 micro-kernel, instantiated twice: by
- * qgemm_avx2.c (AVX2 u8 x s8 with vpmaddubsw + vpmaddwd) and by
+ * qgemm_avx2.c (AVX2 u8 x s7 with vpmaddubsw + vpmaddwd) and by
  * qgemm_avxvnni.c (AVX-VNNI vpdpbusd on ymm).  Before including it, define
- * QG_Y_MR (rows per block), QG_Y_NAME (the kernel's function name),
- * QG_Y_SPLIT and
- * QG_Y_DOT(acc, a, m, w): acc += the 4 products of each 32-bit lane, given
- * a = one k group of the packed A row broadcast, m = the same from the
- * second plane (QG_Y_SPLIT = 1: the packer wrote a - 128 as s8 in the first
- * plane, |a - 128| in a second one Mp * Kp bytes on; then the epilogue adds
- * 128 * colsum back), and w = 8 columns' k group.
+ * QG_Y_MR (rows per block), QG_Y_NAME (the kernel's function name) and
+ * QG_Y_DOT(acc, a, w): acc += the 4 products of each 32-bit lane, given
+ * a = one k group of the packed u8 A row broadcast and w = 8 columns' k
+ * group.
  *
  * Block: mr rows x one 16-column panel = 2 * mr ymm accumulators of 8
  * int32 columns; each k group loads the panel's 64-byte row (two ymm) once
@@ -43,7 +40,6 @@ QG_Y_INLINE void qg_y_store(const qg_job *j, int i, int p, __m256i acc0, __m256i
     for (int h = 0; h < 2; h++) {
         __m256i csv = _mm256_loadu_si256((const __m256i *)(cs + 8 * h));
         __m256i t = acc[h];
-        if (QG_Y_SPLIT) t = _mm256_add_epi32(t, _mm256_slli_epi32(csv, 7));
         t = _mm256_sub_epi32(t, _mm256_mullo_epi32(z, csv));
         __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(t), _mm256_mul_ps(sa, _mm256_loadu_ps(sw + 8 * h)));
         int n = nc - 8 * h;
@@ -66,7 +62,6 @@ QG_Y_INLINE void qg_y_store(const qg_job *j, int i, int p, __m256i acc0, __m256i
 QG_Y_INLINE void qg_y_block(const qg_job *j, int i, int p, int mr) {
     int Kp = j->A->Kp;
     const uint8_t *a = (const uint8_t *)j->A->a + (size_t)i * Kp;
-    const uint8_t *m = QG_Y_SPLIT ? a + (size_t)j->A->Mp * Kp : a;
     const int8_t *b = qg_panel(j->B, p);
     __m256i acc[QG_Y_MR][2];
     for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
@@ -75,10 +70,8 @@ QG_Y_INLINE void qg_y_block(const qg_job *j, int i, int p, int mr) {
         __m256i w1 = _mm256_load_si256((const __m256i *)(b + (size_t)k * 16 + 32));
         for (int r = 0; r < mr; r++) {
             __m256i av = _mm256_set1_epi32(qg_y_load_i32(a + (size_t)r * Kp + k));
-            __m256i mv = QG_Y_SPLIT ? _mm256_set1_epi32(qg_y_load_i32(m + (size_t)r * Kp + k)) : av;
-            (void)mv; /* (unused by the plain dot) */
-            acc[r][0] = QG_Y_DOT(acc[r][0], av, mv, w0);
-            acc[r][1] = QG_Y_DOT(acc[r][1], av, mv, w1);
+            acc[r][0] = QG_Y_DOT(acc[r][0], av, w0);
+            acc[r][1] = QG_Y_DOT(acc[r][1], av, w1);
         }
     }
     for (int r = 0; r < mr; r++) qg_y_store(j, i + r, p, acc[r][0], acc[r][1]);

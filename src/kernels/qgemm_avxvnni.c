@@ -10,8 +10,7 @@
 
 #define QG_Y_MR 6 /* 12 accumulators + 2 weights + the broadcast */
 #define QG_Y_NAME qg_avxvnni_int8
-#define QG_Y_SPLIT 0 /* plain u8 rows */
-#define QG_Y_DOT(acc, a, m, w) _mm256_dpbusd_avx_epi32((acc), (a), (w))
+#define QG_Y_DOT(acc, a, w) _mm256_dpbusd_avx_epi32((acc), (a), (w))
 #include "kernels/qgemm_avx2_tmpl.h"
 
 #else

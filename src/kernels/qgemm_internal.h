@@ -14,13 +14,15 @@
  * padded rows are zero and never written back.
  *
  * int8 scheme: weights symmetric per output column (s8 in [-127, 127], scale
- * max|B[:,n]| / 127); activations asymmetric per row (u8 with zero point z,
+ * max|B[:,n]| / 127; [-63, 63] and max / 63 for the AVX2 u8 x s7 kernel,
+ * see qgemm_avx2.c); activations asymmetric per row (u8 with zero point z,
  * scale (max - min) / 255 over the row with 0 included), so ReLU/GELU-like
  * rows keep all 8 bits.  Then
  *     C[i,n] = sa[i] * sw[n] * (sum_k qa[i,k] * qw[k,n] - z[i] * colsum[n]).
  * The u8 x s8 dot is what both VNNI (vpdpbusd) and AMX (tdpbusd) compute, and
  * aarch64's USMMLA (SDOT after a -128 shift, qgemm_dotprod.c), so all
- * kernels produce the same integers. */
+ * kernels produce the same integers from the same weights (the AVX2 u8 x s7
+ * kernel's weights have one bit less, so its integers are its own). */
 #ifndef ML_KERNELS_QGEMM_INTERNAL_H
 #define ML_KERNELS_QGEMM_INTERNAL_H
 
@@ -39,7 +41,7 @@ typedef enum qg_kernel {
     QG_REF = 0,     /* portable C */
     QG_AVX512 = 1,  /* AVX512-BF16 / AVX512-VNNI */
     QG_AMX = 2,     /* AMX tiles */
-    QG_AVX2 = 3,    /* int8: AVX2 u8 x s8 (vpmaddubsw + vpmaddwd, qgemm_avx2.c) */
+    QG_AVX2 = 3,    /* int8: AVX2 u8 x s7 (vpmaddubsw + vpmaddwd, qgemm_avx2.c) */
     QG_AVXVNNI = 4, /* int8: AVX-VNNI vpdpbusd on ymm (qgemm_avxvnni.c) */
     QG_F32W = 5,    /* bf16: weights widened to float32 into the float32 GEMM (qgemm_avx2.c) */
     /* aarch64 (qgemm_neon.c, qgemm_dotprod.c, qgemm_i8mm.c, qgemm_bf16.c) */
@@ -85,6 +87,10 @@ typedef struct qg_job {
     const struct ml_packed *then; /* AMX only: the weights of the product that
                                    * comes next (its first block is prefetched), or NULL */
 } qg_job;
+
+/* Largest |weight| of the int8 scheme on kernel k: 63 (7 bits) where
+ * vpmaddubsw's int16 pair sums must not saturate (qgemm_avx2.c), else 127. */
+static inline int qg_weight_qmax(qg_kernel k) { return k == QG_AVX2 ? 63 : 127; }
 
 /* Bytes of one packed panel (bf16 or int8): Kp rows of 16 columns. */
 static inline size_t qg_panel_bytes(const struct ml_packed *B) {

@@ -37,15 +37,16 @@ static float bf16_round(float f) {
 
 static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
-/* The documented int8 scheme: weights symmetric per column, activations
- * asymmetric u8 per row (0 exactly representable).  Returns dequantised
- * values; *step gets the quantisation step (scale). */
-static void quant_col(const float *B, int K, int N, int n, double *out, double *step) {
+/* The documented int8 scheme: weights symmetric per column (qmax 127, or
+ * 63 for the AVX2 u8 x s7 kernel), activations asymmetric u8 per row (0
+ * exactly representable).  Returns dequantised values; *step gets the
+ * quantisation step (scale). */
+static void quant_col(const float *B, int K, int N, int n, int qmax, double *out, double *step) {
     float mx = 0.0f;
     for (int k = 0; k < K; k++) mx = fmaxf(mx, fabsf(B[(size_t)k * N + n]));
-    float inv = mx > 0.0f ? 127.0f / mx : 0.0f, s = mx / 127.0f;
+    float inv = mx > 0.0f ? (float)qmax / mx : 0.0f, s = mx / (float)qmax;
     for (int k = 0; k < K; k++)
-        out[k] = (double)clampi((int)lrintf(B[(size_t)k * N + n] * inv), -127, 127) * s;
+        out[k] = (double)clampi((int)lrintf(B[(size_t)k * N + n] * inv), -qmax, qmax) * s;
     *step = s;
 }
 
@@ -65,6 +66,7 @@ typedef struct qcase {
 typedef struct qdata {
     float *A, *B, *bias, *C0;
     double *Aq, *Bq, *sa, *sb; /* quantised copies [M,K], [N,K]; steps (int8) */
+    double *Bq7, *sb7;         /* int8: the 7-bit weights of avx2-u8s7 */
     double *slack;             /* [M,N] float32 summation-order allowance */
 } qdata;
 
@@ -89,6 +91,8 @@ static void make_data(const qcase *c, ml_precision prec, qdata *d) {
     d->Bq = malloc(sizeof(double) * (size_t)c->N * c->K);
     d->sa = calloc((size_t)c->M, sizeof(double));
     d->sb = calloc((size_t)c->N, sizeof(double));
+    d->Bq7 = malloc(sizeof(double) * (size_t)c->N * c->K);
+    d->sb7 = calloc((size_t)c->N, sizeof(double));
     d->slack = calloc((size_t)c->M * c->N, sizeof(double));
     for (int i = 0; i < c->M; i++) {
         const float *a = d->A + (size_t)i * c->lda;
@@ -97,22 +101,25 @@ static void make_data(const qcase *c, ml_precision prec, qdata *d) {
             for (int k = 0; k < c->K; k++) d->Aq[(size_t)i * c->K + k] = bf16_round(a[k]);
     }
     for (int n = 0; n < c->N; n++) {
-        if (prec == ML_PREC_INT8) quant_col(d->B, c->K, c->N, n, d->Bq + (size_t)n * c->K, &d->sb[n]);
-        else
+        if (prec == ML_PREC_INT8) {
+            quant_col(d->B, c->K, c->N, n, 127, d->Bq + (size_t)n * c->K, &d->sb[n]);
+            quant_col(d->B, c->K, c->N, n, 63, d->Bq7 + (size_t)n * c->K, &d->sb7[n]);
+        } else
             for (int k = 0; k < c->K; k++) d->Bq[(size_t)n * c->K + k] = bf16_round(d->B[(size_t)k * c->N + n]);
     }
 }
 
 static void free_data(qdata *d) {
     free(d->A), free(d->B), free(d->bias), free(d->C0);
-    free(d->Aq), free(d->Bq), free(d->sa), free(d->sb), free(d->slack);
+    free(d->Aq), free(d->Bq), free(d->sa), free(d->sb), free(d->slack), free(d->Bq7), free(d->sb7);
 }
 
 /* Checks C against both references; returns the worst relative error vs
  * the float product (in units of sum |a b|) for the report line. */
 static double check_result(const qcase *c, ml_precision prec, qdata *d, const float *C,
-                           const char *what, int f32_act) {
+                           const char *what, int f32_act, int w7) {
     double worst = 0.0;
+    const double *Bq = w7 ? d->Bq7 : d->Bq, *sb = w7 ? d->sb7 : d->sb;
     int bad_tight = 0, bad_loose = 0;
     for (int i = 0; i < c->M; i++)
         for (int n = 0; n < c->N; n++) {
@@ -120,12 +127,12 @@ static double check_result(const qcase *c, ml_precision prec, qdata *d, const fl
             for (int k = 0; k < c->K; k++) {
                 double a = d->A[(size_t)i * c->lda + k], b = d->B[(size_t)k * c->N + n];
                 /* bf16 weights widened to float32 ("...-bf16w"): float32 activations */
-                double aq = f32_act ? a : d->Aq[(size_t)i * c->K + k], bq = d->Bq[(size_t)n * c->K + k];
+                double aq = f32_act ? a : d->Aq[(size_t)i * c->K + k], bq = Bq[(size_t)n * c->K + k];
                 q += aq * bq, f += a * b, mag += fabs(aq * bq);
                 /* |a b - aq bq| <= |a| db + |bq| da: half a step (int8); bf16 keeps 8
                  * significant bits, so each rounding is within 2^-8 relative */
                 loose += prec == ML_PREC_INT8
-                             ? fabs(a) * d->sb[n] / 2 + fabs(bq) * d->sa[i] / 2
+                             ? fabs(a) * sb[n] / 2 + fabs(bq) * d->sa[i] / 2
                              : (fabs(a * b) + fabs(aq * bq)) * (1.0 / 256);
             }
             double base = (c->acc ? d->C0[(size_t)i * c->ldc + n] : 0.0) + (c->bias ? d->bias[n] : 0.0);
@@ -197,11 +204,16 @@ static void test_case(const qcase *c, ml_precision prec) {
         if (!C) continue;
         char what[64];
         snprintf(what, sizeof what, "%s/%s", ml_isa_name((ml_isa)isa), kernel);
-        int f32_act = ends_with(kernel, "bf16w");
-        double worst = check_result(c, prec, &d, C, what, f32_act);
+        int f32_act = ends_with(kernel, "bf16w"), w7 = ends_with(kernel, "u8s7");
+        CHECK_MSG(!w7 || prec == ML_PREC_INT8, "%s for %s", kernel, ml_precision_name(prec));
+        double worst = check_result(c, prec, &d, C, what, f32_act, w7);
         if (c->M >= 1576) printf("%-14s M=%d N=%d K=%d worst |err|/sum|ab| = %.2e\n", what, c->M, c->N, c->K, worst);
         if (!ref) {
             ref = C;
+            continue;
+        }
+        if (w7) { /* its own 7-bit weights: checked against their exact product above */
+            free(C);
             continue;
         }
         /* every path against the portable one: only summation order differs
@@ -264,7 +276,7 @@ static void test_bf16w_avx512(void) {
             memcpy(C, d.C0, sizeof(float) * (size_t)c->M * c->ldc);
             ml_gemm_bfn(ML_ISA_AVX512, c->M, c->N, c->K, d.A, c->lda, qg_widen_bf16, p,
                         c->bias ? d.bias : NULL, C, c->ldc, c->acc, 0);
-            check_result(c, ML_PREC_BF16, &d, C, "avx512-bf16w", 1);
+            check_result(c, ML_PREC_BF16, &d, C, "avx512-bf16w", 1, 0);
             free(C);
         }
         ml_packed_free(p);
