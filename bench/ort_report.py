@@ -16,6 +16,12 @@ def main(path):
     mach = (by.get('machine') or [{}])[0]
     end = (by.get('end') or [{}])[0]
     print('# magiclens vs ONNX Runtime %s\n' % ((by.get('ort_fp32') or [{}])[0].get('version', '?')))
+    if mach.get('emulate'):
+        print('**Emulated %s CPU**: every engine ran with bench/cpuid_mask.c preloaded, so CPUID '
+              'hid AVX-512%s from ONNX Runtime, PyTorch and magiclens alike (a stand-in: the cores, '
+              'caches and clocks are this CPU\'s).\n' % (
+                  'AVX2 + AVX-VNNI' if mach['emulate'] == 'avx2' else 'AVX2-only',
+                  '' if mach['emulate'] == 'avx2' else ' and AVX-VNNI'))
     print('CPU: %s (%s CPUs; %s). Load at start %s, at end %s. magiclens %s. Batch %s, %s threads, '
           '%s s a run, %s rounds; wall %s s.\n' % (
               mach.get('cpu'), mach.get('nproc'), mach.get('flags'), mach.get('load_start'),
@@ -24,7 +30,7 @@ def main(path):
     ort = {k: {r['round']: r['images_per_s'] for r in by.get(k, [])} for k in ('ort_fp32', 'ort_int8')}
     print('| engine | kernel | images/s (median) | runs | x ORT fp32 (paired) | x ORT int8 (paired) |')
     print('|---|---|---:|---:|---:|---:|')
-    keys = ['ort_fp32', 'ort_int8'] + sorted(k for k in by if k and k.startswith('c_'))
+    keys = ['ort_fp32', 'ort_int8', 'torch_fp32'] + sorted(k for k in by if k and k.startswith('c_'))
     for k in keys:
         rs = by.get(k, [])
         if not rs:
@@ -36,6 +42,14 @@ def main(path):
             ratios.append('%.2fx' % statistics.median(rr) if rr else '-')
         if k.startswith('ort'):
             name, kernel = 'ONNX Runtime ' + k[4:], 'MLAS (CPU EP, optimisation all)'
+        elif k == 'torch_fp32':
+            libs = rs[0].get('libs') or []
+            name = 'PyTorch %s fp32' % rs[0].get('torch', '')
+            ob = [l.rsplit('/', 1)[-1] for l in libs if 'libopenblas' in l]
+            kernel = ('OpenBLAS ' + ob[0].replace('libopenblasp-', '').replace('.so', '') if ob
+                      else 'netlib reference BLAS' if any('/blas/' in l for l in libs) else '?')
+            if rs[0].get('openblas_coretype'):
+                kernel += ' (OPENBLAS_CORETYPE=%s)' % rs[0]['openblas_coretype']
         else:
             name = 'magiclens ' + k[2:].replace('_', ' ')
             kernel = rs[0].get('gemm', '?')

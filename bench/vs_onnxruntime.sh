@@ -5,7 +5,15 @@
 #
 #   bench/vs_onnxruntime.sh [--seconds S] [--rounds R] [--isas "avx2 avx512"]
 #                           [--out DIR] [--ref-items N] [--gallery N] [--queries N]
-#                           [--skip-ref] [--batch B] [--threads N]
+#                           [--skip-ref] [--batch B] [--threads N] [--no-torch]
+#                           [--emulate avx2|avx2-novnni]
+#
+# --emulate: every engine (ORT, PyTorch, magiclens) runs as on a CPU without
+# AVX-512 (avx2: Intel Alder Lake-like, AVX-VNNI kept where present;
+# avx2-novnni: Zen 3 / Haswell-Skylake-like): bench/cpuid_mask.c, built into
+# DIR, is preloaded and makes CPUID hide those features (Linux CPUID
+# faulting).  ORT has no switch of its own to stay off AVX-512.  A stand-in
+# for an AVX2-only CPU: the cores, caches and clocks are still this CPU's.
 #
 # Steps (each cached in DIR/model, so a second run with --out DIR skips them):
 #   1. the random base checkpoint (seed 5), converted to .mlens;
@@ -14,7 +22,8 @@
 #      s8 weights, one scale per tensor); needs Debian python3-onnx + python3-torch;
 #   3. onnxruntime-node@1.30.0 from npm with --ignore-scripts into the git-ignored
 #      bench/.ort (its CPU binaries ship in the package);
-#   4. R rounds, each: ORT fp32, ORT int8, then magiclens fp32 / bf16 / int8 on
+#   4. R rounds, each: ORT fp32, ORT int8, PyTorch fp32 (bench/torch_bench.py,
+#      OpenBLAS told its real core where it misreads Intel), then magiclens fp32 / bf16 / int8 on
 #      every ISA of --isas (default: every SIMD path this CPU runs; where the CPU
 #      has AVX-VNNI, avx2 int8 also without it: the u8 x s8 kernel), S seconds each;
 #   5. accuracy: magiclens embeddings against the float64 reference (N gallery +
@@ -28,7 +37,7 @@ set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-SECS=20 ROUNDS=3 ISAS="" OUT="" REF_N=4 GAL_N=45 Q_N=16 SKIP_REF=0 BATCH=8 THREADS=2
+SECS=20 ROUNDS=3 ISAS="" OUT="" REF_N=4 GAL_N=45 Q_N=16 SKIP_REF=0 BATCH=8 THREADS=2 NO_TORCH=0 EMULATE=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) SECS=$2; shift ;;
@@ -41,7 +50,9 @@ while [ $# -gt 0 ]; do
         --skip-ref) SKIP_REF=1 ;;
         --batch) BATCH=$2; shift ;;
         --threads) THREADS=$2; shift ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        --no-torch) NO_TORCH=1 ;;
+        --emulate) EMULATE=$2; shift ;;
+        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
         *) echo "vs_onnxruntime.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -70,10 +81,22 @@ command -v node > /dev/null && command -v npm > /dev/null || { echo "vs_onnxrunt
 
 CPU=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
 FLAGS=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|avx_vnni|avx512f|avx512_vnni|avx512_bf16|amx_tile|amx_bf16|amx_int8)$' | tr '\n' ' ' | sed 's/ $//')
-CPUJ=$("$BIN" cpu)
+# EMU: the environment every timed and accuracy command runs under
+EMU=""
+if [ -n "$EMULATE" ]; then
+    case "$EMULATE" in avx2|avx2-novnni) ;; *) echo "vs_onnxruntime.sh: --emulate avx2 or avx2-novnni" >&2; exit 2 ;; esac
+    ${CC:-cc} -O2 -Wall -Wextra -Werror -shared -fPIC -o "$OUT/cpuid_mask.so" bench/cpuid_mask.c -ldl \
+        || { echo "vs_onnxruntime.sh: could not build bench/cpuid_mask.c" >&2; exit 1; }
+    EMU="LD_PRELOAD=$OUT/cpuid_mask.so CPUID_MASK=$EMULATE"
+    if env $EMU "$BIN" cpu | grep -q '"avx512"'; then
+        echo "vs_onnxruntime.sh: --emulate: magiclens still sees AVX-512 (no CPUID faulting here?)" >&2; exit 1
+    fi
+    FLAGS="$FLAGS; emulated: $EMULATE"
+fi
+CPUJ=$(env $EMU "$BIN" cpu)
 [ -n "$ISAS" ] || ISAS=$(echo "$CPUJ" | $PY -c 'import json,sys; print(" ".join(i for i in json.load(sys.stdin)["isa_supported"] if i != "scalar"))')
 AVXVNNI=$(echo "$CPUJ" | $PY -c 'import json,sys; print(int(json.load(sys.stdin).get("avx_vnni", False)))')
-add "{\"key\": \"machine\", \"cpu\": \"$CPU\", \"flags\": \"$FLAGS\", \"nproc\": $(nproc), \"load_start\": \"$(cut -d' ' -f1-3 /proc/loadavg)\", \"git\": \"$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+dirty')\", \"seconds\": $SECS, \"rounds\": $ROUNDS, \"batch\": $BATCH, \"threads\": $THREADS, \"isas\": \"$ISAS\"}"
+add "{\"key\": \"machine\", \"cpu\": \"$CPU\", \"flags\": \"$FLAGS\", \"emulate\": \"$EMULATE\", \"magiclens_cpu\": $CPUJ, \"nproc\": $(nproc), \"load_start\": \"$(cut -d' ' -f1-3 /proc/loadavg)\", \"git\": \"$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+dirty')\", \"seconds\": $SECS, \"rounds\": $ROUNDS, \"batch\": $BATCH, \"threads\": $THREADS, \"isas\": \"$ISAS\"}"
 log "$CPU; flags: $FLAGS; ISAs: $ISAS; load $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---------------------------------------------------------------- 1-3 models, ORT
@@ -107,7 +130,7 @@ ort_run() { # key model [compare]
     local key=$1 model=$2 cmp=${3:-} extra=""
     [ -n "$cmp" ] && extra="--compare $cmp"
     log "  ORT $key"
-    if node bench/ort_bench.js "$model" --threads "$THREADS" --batch "$BATCH" --seconds "$SECS" $extra \
+    if env $EMU node bench/ort_bench.js "$model" --threads "$THREADS" --batch "$BATCH" --seconds "$SECS" $extra \
             > "$OUT/logs/$key-r$r.log" 2>&1 && [ -n "$(last_json "$OUT/logs/$key-r$r.log")" ]; then
         add "$(json_set "$(json_set "$(last_json "$OUT/logs/$key-r$r.log")" key "\"$key\"")" round "$r")"
     else
@@ -118,7 +141,7 @@ c_run() { # key precision isa [env...]
     local key=$1 prec=$2 isa=$3
     shift 3
     log "  magiclens $key"
-    if env MAGICLENS_ISA="$isa" "$@" "$BIN" bench --model "$M/base.mlens" --precision "$prec" --batch "$BATCH" \
+    if env $EMU MAGICLENS_ISA="$isa" "$@" "$BIN" bench --model "$M/base.mlens" --precision "$prec" --batch "$BATCH" \
             --threads "$THREADS" --seconds "$SECS" > "$OUT/logs/$key-r$r.log" 2>&1 \
             && [ -n "$(last_json "$OUT/logs/$key-r$r.log")" ]; then
         add "$(json_set "$(json_set "$(last_json "$OUT/logs/$key-r$r.log")" key "\"$key\"")" round "$r")"
@@ -126,10 +149,31 @@ c_run() { # key precision isa [env...]
         log "  magiclens $key failed: see $OUT/logs/$key-r$r.log"
     fi
 }
+# OpenBLAS reads recent Intel CPUs as Prescott: tell it the real core
+# (under --emulate, the AVX2 one the engines see).
+# Debian's python3-torch takes whichever libblas.so.3 is selected (the
+# netlib reference one by default); OpenBLAS (scripts/install-deps.sh
+# --bench) is put first explicitly.
+TORCH_ENV=""
+OBDIR=/usr/lib/$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)/openblas-pthread
+[ -f "$OBDIR/libblas.so.3" ] && TORCH_ENV="LD_LIBRARY_PATH=$OBDIR"
+if [ -n "$EMULATE" ]; then TORCH_ENV="$TORCH_ENV OPENBLAS_CORETYPE=Haswell"
+elif grep -q GenuineIntel /proc/cpuinfo && grep -qw avx512f /proc/cpuinfo; then TORCH_ENV="$TORCH_ENV OPENBLAS_CORETYPE=SkylakeX"
+fi
+torch_run() {
+    log "  PyTorch fp32 ($TORCH_ENV)"
+    if env $EMU $TORCH_ENV $PY bench/torch_bench.py --model "$M/base.pkl" --batch "$BATCH" --threads "$THREADS" \
+            --seconds "$SECS" > "$OUT/logs/torch_fp32-r$r.log" 2>&1 && [ -n "$(last_json "$OUT/logs/torch_fp32-r$r.log")" ]; then
+        add "$(json_set "$(json_set "$(last_json "$OUT/logs/torch_fp32-r$r.log")" key '"torch_fp32"')" round "$r")"
+    else
+        log "  PyTorch fp32 failed: see $OUT/logs/torch_fp32-r$r.log"
+    fi
+}
 for r in $(seq 1 "$ROUNDS"); do
     log "round $r of $ROUNDS (load $(cut -d' ' -f1-3 /proc/loadavg))"
     ort_run ort_fp32 "$M/fp32.onnx"
     ort_run ort_int8 "$M/int8.onnx" "$( [ "$r" = 1 ] && echo "$M/fp32.onnx")"
+    [ $NO_TORCH = 1 ] || torch_run
     for isa in $ISAS; do
         for p in fp32 bf16 int8; do c_run "c_${isa}_$p" $p "$isa"; done
         [ "$AVXVNNI" = 1 ] && [ "$isa" = avx2 ] && c_run "c_avx2_int8_novnni" int8 avx2 MAGICLENS_AVXVNNI=0
@@ -152,7 +196,7 @@ fi
 embed() { # isa prec input output [env...]
     local isa=$1 p=$2 in=$3 o=$4
     shift 4
-    env MAGICLENS_ISA="$isa" "$@" "$BIN" embed --model "$M/base.mlens" --vocab "$VOCAB" --precision "$p" --batch "$BATCH" \
+    env $EMU MAGICLENS_ISA="$isa" "$@" "$BIN" embed --model "$M/base.mlens" --vocab "$VOCAB" --precision "$p" --batch "$BATCH" \
         --threads "$THREADS" --quiet --input "$in" --output "$o" > "$OUT/logs/embed-$(basename "$o").log" 2>&1
 }
 for isa in $ISAS; do

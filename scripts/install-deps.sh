@@ -15,8 +15,9 @@ TEST_PKGS="python3 python3-numpy python3-torch python3-msgpack python3-pil pytho
 TEST_PKGS="$TEST_PKGS python3-dev python3-setuptools python3-wheel python3-venv python3-pip"
 # Benchmarks only (`scripts/install-deps.sh --bench`): FAISS for bench/bench_faiss.cpp.
 # wrk drives the server load run (bench/load_serve.sh); python3-onnx writes the
-# ONNX models of bench/vs_onnxruntime.sh (which installs onnxruntime-node from npm).
-BENCH_PKGS="libfaiss-dev libblas-dev liblapack-dev wrk python3-onnx"
+# ONNX models of bench/vs_onnxruntime.sh (which installs onnxruntime-node from npm);
+# OpenBLAS is the BLAS its PyTorch column runs on (Debian's default is netlib's).
+BENCH_PKGS="libfaiss-dev libblas-dev liblapack-dev wrk python3-onnx libopenblas0-pthread"
 [ "${1:-}" = "--bench" ] && TEST_PKGS="$TEST_PKGS $BENCH_PKGS"
 # ARM64 cross-build and emulated tests (`scripts/install-deps.sh --aarch64`,
 # docs/arm64.md): the cross compiler, qemu-user, and the :arm64 builds of the
