@@ -249,14 +249,20 @@ int cmd_vocab(int argc, char **argv) {
 
 /* Prints what this machine supports, for scripts and bug reports. */
 int cmd_cpu(void) {
-    printf("{\"isa_active\": \"%s\", \"isa_supported\": [", ml_isa_name(ml_isa_active()));
+    json_t *model = json_string(ml_cpu_model()); /* (escaped: it is the CPU's own text) */
+    char *model_s = json_dumps(model, JSON_ENCODE_ANY);
+    printf("{\"model\": %s, \"isa_active\": \"%s\", \"isa_supported\": [", model_s ? model_s : "\"unknown\"",
+           ml_isa_name(ml_isa_active()));
+    free(model_s);
+    json_decref(model);
     for (int i = ML_ISA_SCALAR, n = 0; i < ML_ISA_COUNT; i++)
         if (ml_isa_supported((ml_isa)i)) printf(n++ ? ", \"%s\"" : "\"%s\"", ml_isa_name((ml_isa)i));
     ml_isa isa = ml_isa_active();
-    printf("], \"avx512_bf16\": %s, \"avx512_vnni\": %s, \"avx_vnni\": %s, "
+    printf("], \"avx512_bf16\": %s, \"bf16_dot\": %s, \"avx512_vnni\": %s, \"avx_vnni\": %s, "
            "\"gemm\": {\"fp32\": \"%s\", \"bf16\": \"%s\", \"int8\": \"%s\"}, "
            "\"precision_auto\": \"%s\", \"precision_auto_why\": \"%s\", \"threads\": %d}\n",
-           ml_cpu_has_avx512_bf16() ? "true" : "false", ml_cpu_has_avx512_vnni() ? "true" : "false",
+           ml_cpu_has_avx512_bf16() ? "true" : "false", ml_cpu_bf16_dot() ? "true" : "false",
+           ml_cpu_has_avx512_vnni() ? "true" : "false",
            ml_cpu_has_avx_vnni() ? "true" : "false", ml_gemm_kernel_name(ML_PREC_FP32, isa),
            ml_gemm_kernel_name(ML_PREC_BF16, isa), ml_gemm_kernel_name(ML_PREC_INT8, isa),
            ml_precision_choice_name(ml_precision_auto()), ml_precision_auto_reason(), ml_num_threads());

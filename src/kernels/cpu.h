@@ -29,6 +29,17 @@ int ml_isa_supported(ml_isa isa);
 /* Finer features used by the low-precision kernels. */
 int ml_cpu_has_avx512_bf16(void);
 int ml_cpu_has_avx512_vnni(void);
+/* 1 where the AVX-512 bf16 products use vdpbf16ps: the CPU has AVX512-BF16
+ * and its dot products beat float32 FMA (AMD Zen 4 / 5; not Intel, whose
+ * fast bf16 is AMX).  Elsewhere bf16 weights are widened into the float32
+ * kernel ("avx512-bf16w").  MAGICLENS_BF16DOT=1 / 0, or
+ * ml_cpu_set_bf16_dot(1 / 0; -1: back to the CPU's default) (tests),
+ * forces the choice; forcing it on without AVX512-BF16 fails (-1).
+ * Affects weights packed later. */
+int ml_cpu_bf16_dot(void);
+int ml_cpu_set_bf16_dot(int on);
+/* The CPU's brand string (x86 CPUID), or "unknown". */
+const char *ml_cpu_model(void);
 /* AVX-VNNI (vpdpbusd on ymm, VEX-encoded): used by the int8 kernel where
  * AVX-512 VNNI is not.  MAGICLENS_AVXVNNI=0, or ml_cpu_set_avx_vnni(0)
  * (tests), hides it so that the AVX2 u8 x s8 kernel runs instead; setting

@@ -56,7 +56,7 @@ int ml_packed_k(const ml_packed *p); /* K as packed (a multiple of 32 or 64) */
 int ml_packed_native_bf16(const ml_packed *p); /* 1: ml_gemm_bf16 runs without the float32 detour */
 
 /* The kernel that runs products of `p` (or of `prec` on `isa`), e.g.
- * "avx2-u8s8", "avxvnni-u8s8", "avx512-vnni", "amx-bf16", "avx2-bf16w"
+ * "avx2-u8s7", "avxvnni-u8s8", "avx512-vnni", "amx-bf16", "avx2-bf16w"
  * (bf16 weights widened to float32 FMA), "avx2-fp32", "scalar-int8". */
 const char *ml_packed_kernel_name(const ml_packed *p);
 const char *ml_gemm_kernel_name(ml_precision prec, ml_isa isa);

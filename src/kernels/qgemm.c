@@ -81,12 +81,13 @@ static void pack_int8(const float *B, int K, int N, ml_packed *p) {
 
 /* The best kernel of `isa` on this CPU.  Wherever AVX2 exists, no precision
  * runs the portable kernels: AVX2, or AVX-512 without its BF16 / VNNI
- * extensions (Skylake-SP; Ice Lake for bf16), takes the ymm kernels. */
+ * extensions (Skylake-SP; Ice Lake for bf16), takes the ymm kernels, and
+ * bf16 widens into the float32 kernel where vdpbf16ps is no faster than
+ * FMA (Intel without AMX: ml_cpu_bf16_dot). */
 static qg_kernel choose_kernel(ml_precision prec, ml_isa isa) {
 #if defined(__x86_64__)
     if (isa == ML_ISA_AMX) return QG_AMX;
-    if (isa == ML_ISA_AVX512 && (prec == ML_PREC_BF16 ? ml_cpu_has_avx512_bf16()
-                                                 : ml_cpu_has_avx512_vnni()))
+    if (isa == ML_ISA_AVX512 && (prec == ML_PREC_BF16 ? ml_cpu_bf16_dot() : ml_cpu_has_avx512_vnni()))
         return QG_AVX512;
     if (isa == ML_ISA_AVX2 || isa == ML_ISA_AVX512) {
         if (prec == ML_PREC_BF16) return QG_F32W;

@@ -66,23 +66,31 @@ static int compute_empty_text(ml_model *m, ml_error *err) {
 
 /* auto's accuracy bound is bf16's: cosine >= 0.999 to the float64
  * reference (tests/t_precision.sh), so int8 (>= 0.995) is never chosen.
- * bf16 where the CPU has bf16 dot products (AMX, AVX512-BF16: 2.5-3.5x the
- * float32 rate); elsewhere bf16 weights are widened into the float32 kernel
- * (avx2-bf16w): no faster than float32 (bench_qgemm: within a few percent
- * either way), and less exact, so float32. */
+ * bf16 where the CPU has fast bf16 dot products (AMX; AVX512-BF16 on AMD
+ * Zen 4 / 5: about twice the float32 rate); elsewhere bf16 weights are
+ * widened into the float32 kernel (avx2-bf16w, avx512-bf16w): no faster
+ * than float32 (bench_qgemm: within a few percent either way), and less
+ * exact, so float32. */
 int ml_precision_auto(void) {
-    if (ml_isa_active() == ML_ISA_AMX || (ml_isa_active() == ML_ISA_AVX512 && ml_cpu_has_avx512_bf16()))
+    if (ml_isa_active() == ML_ISA_AMX || (ml_isa_active() == ML_ISA_AVX512 && ml_cpu_bf16_dot()))
         return ML_PRECISION_BF16;
     return ML_PRECISION_FP32;
 }
 
 const char *ml_precision_auto_reason(void) {
     if (ml_precision_auto() == ML_PRECISION_BF16)
-        return "bf16: this CPU has bf16 dot products (AMX or AVX512-BF16), 2.5-3.5x the float32 "
-               "rate, and bf16 meets auto's bound (cosine >= 0.999 to float64); int8 (>= 0.995) "
-               "does not";
+        return ml_isa_active() == ML_ISA_AMX
+                   ? "bf16: AMX tiles run bf16 several times faster than float32, and bf16 meets "
+                     "auto's bound (cosine >= 0.999 to float64); int8 (>= 0.995) does not"
+                   : "bf16: this CPU's AVX512-BF16 dot products run about twice the float32 rate, "
+                     "and bf16 meets auto's bound (cosine >= 0.999 to float64); int8 (>= 0.995) "
+                     "does not";
     if (ml_isa_active() == ML_ISA_SCALAR)
         return "fp32: no SIMD path; the portable bf16 and int8 kernels are slower than float32";
+    if (ml_isa_active() == ML_ISA_AVX512 && ml_cpu_has_avx512_bf16())
+        return "fp32: this CPU's AVX512-BF16 dot products are no faster than float32 FMA (Intel "
+               "without AMX), so bf16 weights run the float32 kernel (no faster, less exact); "
+               "int8 is faster but its bound (cosine >= 0.995) is below auto's (>= 0.999)";
     return "fp32: without bf16 dot products, bf16 weights run the float32 kernel (no faster, "
            "less exact); int8 is faster but its bound (cosine >= 0.995) is below auto's (>= 0.999)";
 }

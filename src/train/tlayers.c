@@ -81,7 +81,7 @@ void tl_colsum_add(int R, int C, const float *x, float *out) {
 
 int tl_bf16_native(void) {
     ml_isa isa = ml_isa_active();
-    return isa == ML_ISA_AMX || (isa == ML_ISA_AVX512 && ml_cpu_has_avx512_bf16());
+    return isa == ML_ISA_AMX || (isa == ML_ISA_AVX512 && ml_cpu_bf16_dot());
 }
 
 /* C[M,N] (+)= A @ B (+ bias) with B [K, N] contiguous, in bf16 when the

@@ -188,19 +188,22 @@ static void test_case(const qcase *c, ml_precision prec) {
     qdata d;
     make_data(c, prec, &d);
     float *ref = NULL;
-    /* every ISA; AVX2 and AVX-512 twice where the CPU has AVX-VNNI (the
-     * int8 kernel with it, and the AVX2 u8 x s8 one without).  The portable
-     * path always runs: the others are compared with it. */
-    int vnni = ml_cpu_has_avx_vnni();
+    /* every ISA, and twice where the CPU offers a second kernel: int8 on
+     * AVX2 / AVX-512 where it has AVX-VNNI (with it, and the AVX2 u8 x s7
+     * kernel without), bf16 on AVX-512 where it has AVX512-BF16 (vdpbf16ps,
+     * and the weights widened into the float32 kernel).  The portable path
+     * always runs: the others are compared with it. */
+    int vnni = ml_cpu_has_avx_vnni(), dot = ml_cpu_bf16_dot(), has_bf16 = ml_cpu_has_avx512_bf16();
     for (int path = 0; path < 2 * ML_ISA_COUNT; path++) {
-        int isa = path / 2, no_vnni = path % 2;
-        if ((isa != ML_ISA_SCALAR && !check_isa(isa)) ||
-            (no_vnni && (!vnni || isa == ML_ISA_SCALAR || prec != ML_PREC_INT8)))
-            continue;
-        ml_cpu_set_avx_vnni(vnni && !no_vnni);
+        int isa = path / 2, alt = path % 2;
+        int alt_ok = prec == ML_PREC_INT8 ? vnni && isa != ML_ISA_SCALAR : has_bf16 && isa == ML_ISA_AVX512;
+        if ((isa != ML_ISA_SCALAR && !check_isa(isa)) || (alt && !alt_ok)) continue;
+        if (prec == ML_PREC_INT8) ml_cpu_set_avx_vnni(vnni && !alt);
+        else if (alt) ml_cpu_set_bf16_dot(!dot);
         const char *kernel = "?";
         float *C = run_path(c, prec, (ml_isa)isa, &d, &kernel);
         ml_cpu_set_avx_vnni(vnni);
+        ml_cpu_set_bf16_dot(-1);
         if (!C) continue;
         char what[64];
         snprintf(what, sizeof what, "%s/%s", ml_isa_name((ml_isa)isa), kernel);
@@ -256,8 +259,8 @@ static void test_sizes(void) {
     }
 }
 
-/* avx512-bf16w (AVX-512 without AVX512-BF16: Skylake-SP, Ice Lake) cannot
- * be chosen on a CPU that has AVX512-BF16, so its pieces are run directly:
+/* avx512-bf16w (AVX-512 without AVX512-BF16: Skylake-SP, Ice Lake; or
+ * with Intel's slow one) is also run directly, on any AVX-512 CPU:
  * bf16 panels widened into the AVX-512 float32 micro-kernel's 32-column
  * panels (two bf16 panels each; a missing second one reads as zero). */
 static void test_bf16w_avx512(void) {
@@ -319,13 +322,18 @@ static void test_gelu(void) {
     for (int i = 0; i < N; i++) bias[i] = frand();
     for (int isa = ML_ISA_SCALAR; isa < ML_ISA_COUNT; isa++) {
         if (!check_isa(isa) || ml_isa_set((ml_isa)isa, NULL) != 0) continue;
-        /* int8 twice where the CPU has AVX-VNNI: with it, and the u8 x s8 kernel */
-        int vnni = ml_cpu_has_avx_vnni();
-        for (int variant = ML_PREC_BF16; variant <= ML_PREC_INT8 + vnni; variant++) {
-            int prec = variant > ML_PREC_INT8 ? ML_PREC_INT8 : variant;
-            ml_cpu_set_avx_vnni(vnni && variant <= ML_PREC_INT8);
+        /* the second kernels as in test_case: int8 without AVX-VNNI (u8 x
+         * s7), bf16 with vdpbf16ps switched */
+        int vnni = ml_cpu_has_avx_vnni(), dot = ml_cpu_bf16_dot();
+        int bf16_alt = ml_cpu_has_avx512_bf16() && isa == ML_ISA_AVX512;
+        for (int variant = 0; variant < 4; variant++) {
+            int prec = variant < 2 ? ML_PREC_BF16 : ML_PREC_INT8, alt = variant % 2;
+            if (alt && !(prec == ML_PREC_INT8 ? vnni : bf16_alt)) continue;
+            if (prec == ML_PREC_INT8) ml_cpu_set_avx_vnni(vnni && !alt);
+            else if (alt) ml_cpu_set_bf16_dot(!dot);
             ml_packed *p = ml_pack_weights(B, K, N, (ml_precision)prec, (ml_isa)isa, NULL);
             ml_cpu_set_avx_vnni(vnni);
+            ml_cpu_set_bf16_dot(-1);
             CHECK(p != NULL);
             if (!p) continue;
             for (int i = 0; i < M * ldc; i++) C1[i] = C2[i] = 7.0f;
