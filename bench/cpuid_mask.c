@@ -87,7 +87,10 @@ static void on_segv(int sig, siginfo_t *si, void *ctxv) {
         app_segv.sa_handler(sig);
         return;
     }
-    signal(SIGSEGV, SIG_DFL); /* re-raised by the returning instruction */
+    struct sigaction dfl; /* no handler of the program's: die as without this library */
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    real_sigaction(SIGSEGV, &dfl, NULL); /* the faulting instruction re-raises it */
 }
 
 int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {

@@ -163,7 +163,7 @@ static pthread_once_t g_brand_once = PTHREAD_ONCE_INIT;
 static void read_brand(void) {
 #if defined(__x86_64__)
     unsigned int r[12];
-    if (__get_cpuid_max(0x80000000, NULL) < 0x80000004) return;
+    if ((unsigned int)__get_cpuid_max(0x80000000, NULL) < 0x80000004u) return;
     for (unsigned int i = 0; i < 3; i++) __cpuid(0x80000002 + i, r[4 * i], r[4 * i + 1], r[4 * i + 2], r[4 * i + 3]);
     memcpy(g_brand, r, 48);
     g_brand[48] = 0;
