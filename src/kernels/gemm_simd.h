@@ -7,6 +7,15 @@
 
 #define ML_INLINE static inline __attribute__((always_inline))
 
+/* Full unrolling of a micro-kernel's constant-trip row / vector loops is
+ * what keeps its accumulator array in registers (a rolled loop indexes the
+ * array and puts it in memory). */
+#if defined(__clang__)
+#define ML_UNROLL _Pragma("unroll")
+#else
+#define ML_UNROLL _Pragma("GCC unroll 16")
+#endif
+
 #if defined(ML_SIMD_AVX512)
 #include <immintrin.h>
 #define VL 16

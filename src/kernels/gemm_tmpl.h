@@ -12,13 +12,8 @@
 
 #define GEMM_NR (GEMM_NV * VL)
 
-/* Full unrolling of the constant-trip r / v loops is what keeps acc[][] in
- * registers (a rolled loop indexes the array and puts it in memory). */
-#if defined(__clang__)
-#define ML_UNROLL _Pragma("unroll")
-#else
-#define ML_UNROLL _Pragma("GCC unroll 16")
-#endif
+/* (ML_UNROLL, gemm_simd.h: the constant-trip r / v loops fully unrolled keep
+ * acc[][] in registers.) */
 /* B rows prefetched ahead into L1: the slab comes from L2 (its rows are
  * ldb apart, too far for the L1 streamer to follow). */
 #ifndef GEMM_PF

@@ -58,15 +58,10 @@ QG_Y_INLINE void qg_y_store(const qg_job *j, int i, int p, __m256i acc0, __m256i
     }
 }
 
-/* Every r loop fully unrolled (mr is a constant), and the epilogue in its
- * own function: with the epilogue inlined, gcc 12 kept copies of the
- * accumulators on the stack, storing them all every k step (the VNNI
- * kernel ran at 58% of its peak that way). */
-#if defined(__clang__)
-#define QG_Y_UNROLL _Pragma("unroll")
-#else
-#define QG_Y_UNROLL _Pragma("GCC unroll 16")
-#endif
+/* Every r loop fully unrolled (ML_UNROLL; mr is a constant), and the
+ * epilogue in its own function: with the epilogue inlined, gcc 12 kept
+ * copies of the accumulators on the stack, storing them all every k step
+ * (the VNNI kernel ran at 58% of its peak that way). */
 
 /* The epilogue of rows i..i+mr-1 from their accumulators in memory: a
  * separate function, so that its registers do not crowd the k loop's. */
@@ -81,12 +76,12 @@ QG_Y_INLINE void qg_y_block(const qg_job *j, int i, int p, int mr) {
     const uint8_t *a = (const uint8_t *)j->A->a + (size_t)i * Kp;
     const int8_t *b = qg_panel(j->B, p), *bend = b + (size_t)Kp * 16;
     __m256i acc[QG_Y_MR][2];
-QG_Y_UNROLL
+ML_UNROLL
     for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
     for (; b < bend; b += 64, a += 4) {
         __m256i w0 = _mm256_load_si256((const __m256i *)b);
         __m256i w1 = _mm256_load_si256((const __m256i *)(b + 32));
-QG_Y_UNROLL
+ML_UNROLL
         for (int r = 0; r < mr; r++) {
             __m256i av = _mm256_set1_epi32(qg_y_load_i32(a + (size_t)r * Kp));
             acc[r][0] = QG_Y_DOT(acc[r][0], av, w0);
@@ -94,7 +89,7 @@ QG_Y_UNROLL
         }
     }
     __m256i out[QG_Y_MR][2];
-QG_Y_UNROLL
+ML_UNROLL
     for (int r = 0; r < mr; r++) out[r][0] = acc[r][0], out[r][1] = acc[r][1];
     qg_y_store_rows(j, i, p, mr, (const __m256i(*)[2])out);
 }
